@@ -1,0 +1,47 @@
+"""plait: neural networks for JAX with ordinary Python modules and explicit RNG streams.
+
+Code written for Flax NNX runs with ``import plait as nnx``.
+
+Example:
+    >>> import jax.numpy as jnp, plait as nnx
+    >>> model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    >>> nnx.jit(lambda m, x: m(x))(model, jnp.ones((1, 3))).shape
+    (1, 2)
+"""
+
+from . import filters, initializers, nn
+from .errors import AxisError, FilterError, GraphError, PlaitError, RngError, StateError, TransformError
+from .filters import All, Any, Not, PathContains
+from .graph import (
+    GraphDef,
+    clone,
+    flatten,
+    graphdef,
+    iter_graph,
+    merge,
+    pop,
+    split,
+    state,
+    unflatten,
+    update,
+)
+from .module import Module, iter_modules
+from .nn import Dropout, Linear
+from .object import Dict, List, Object
+from .optimizer import Optimizer
+from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
+from .state import State
+from .transforms import Carry, DiffState, StateAxes, grad, jit, scan, value_and_grad, vmap
+from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount, RngKey, RngState, Variable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "All", "Any", "AxisError", "BatchStat", "Cache", "Carry", "DiffState", "Dict", "Dropout", "FilterError",
+    "GraphDef", "GraphError", "Intermediate", "Linear", "List", "Module", "Not", "Object", "OptState", "Optimizer",
+    "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
+    "SplitBackups", "State", "StateAxes", "StateError", "TransformError", "Variable", "clone", "filters",
+    "flatten", "fork", "grad", "graphdef", "initializers", "iter_graph", "iter_modules", "jit", "merge", "nn",
+    "pop", "reseed", "restore_rngs", "scan", "split", "split_rngs", "state", "unflatten", "update",
+    "value_and_grad", "vmap",
+]

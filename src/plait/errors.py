@@ -1,0 +1,65 @@
+"""The exceptions plait raises.
+
+Every message starts with one line that says what is wrong and where (the module path of
+the variable or stream, its type and shape), then explains, then shows the code to write.
+Each class also derives from the builtin exception a caller would expect (``ValueError``,
+``TypeError``, ...) so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PlaitError",
+    "AxisError",
+    "GraphError",
+    "FilterError",
+    "RngError",
+    "StateError",
+    "TransformError",
+]
+
+
+class PlaitError(Exception):
+    """Base class of every error plait raises on purpose."""
+
+
+class AxisError(PlaitError, ValueError):
+    """A mapped, scanned or carried axis does not fit a variable's shape."""
+
+
+class GraphError(PlaitError, ValueError):
+    """A module graph cannot be split, merged or updated as asked."""
+
+
+class FilterError(PlaitError, TypeError):
+    """Something given as a filter is not one, or filters leave state unclaimed."""
+
+
+class RngError(PlaitError, ValueError):
+    """An RNG stream is missing, or would be drawn in a way that repeats keys."""
+
+
+class StateError(PlaitError, ValueError):
+    """A write to state inside a transform cannot be carried back out."""
+
+
+class TransformError(PlaitError, TypeError):
+    """A transform was called with arguments it does not accept."""
+
+
+def describe(path: str, value: object) -> str:
+    """``path (Type, shape (..))``: how errors name a variable or array."""
+    from .variables import Variable
+
+    if isinstance(value, Variable):
+        kind = type(value).__name__
+        raw = value._value
+        tag = value._meta.get("tag")
+        extra = f", stream {tag!r}" if tag is not None else ""
+    else:
+        kind = type(value).__name__
+        raw = value
+        extra = ""
+    shape = getattr(raw, "shape", None)
+    shape_text = f", shape {tuple(shape)}" if shape is not None else ""
+    return f"`{path}` ({kind}{shape_text}{extra})"

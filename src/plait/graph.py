@@ -1,0 +1,685 @@
+"""The one path between a module graph and (structure, leaves).
+
+:func:`flatten` walks a tuple of *roots* (modules, Variables, Rngs, and any lists, tuples,
+dicts or pytrees holding them) depth first and returns a :class:`GraphDef`, the static
+structure, plus the leaves: each Variable's value once, and raw arrays. Every graph node
+(Object or Variable) gets an index on first visit; a second visit records a reference to
+that index, which is how shared sub-modules, tied weights and cycles survive a round trip.
+
+:func:`unflatten` rebuilds objects from a GraphDef and leaves. Given ``reuse`` (existing
+objects by node index) it writes into those objects instead of creating new ones: that is
+how transforms write state and structure changes back to the caller's objects, and how an
+output that is an input object comes back as that same object.
+
+``split``/``merge``/``state``/``update``/``clone``/``pop`` and every transform use these two
+functions; nothing else walks the object graph. Flattening a module whose structure has not
+changed since the last call is served from a cache (see :mod:`plait.object`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import object as _object
+from .errors import GraphError
+from .filters import Filter, to_predicate
+from .object import Dict, List, Object
+from .state import State
+from .variables import Variable
+
+__all__ = [
+    "GraphDef",
+    "Flat",
+    "flatten",
+    "flatten_cached",
+    "unflatten",
+    "split",
+    "merge",
+    "update",
+    "state",
+    "graphdef",
+    "clone",
+    "pop",
+    "iter_graph",
+    "is_graph_node",
+]
+
+VAR, OBJ = 0, 1  # node kinds
+ARRAY_TYPES = (jax.Array, np.ndarray)
+_MISSING = object()
+_SIMPLE_STATIC = (int, float, bool, str, complex, bytes, type(None), type(Ellipsis))
+
+
+def is_graph_node(x: Any) -> bool:
+    """True for Objects (modules, Rngs) and Variables: things with identity in a graph."""
+    return isinstance(x, (Object, Variable))
+
+
+class _ByIdentity:
+    """Wraps an unhashable static attribute so a GraphDef stays hashable."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is _ByIdentity and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class GraphDef:
+    """The static structure of a module graph: types, static attributes, shape of sharing.
+
+    Equal GraphDefs describe graphs that can exchange leaves. It is hashable, so it can
+    key compilation caches.
+
+    Example:
+        >>> import plait as nnx
+        >>> gd, params = nnx.split(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+        >>> gd == nnx.graphdef(nnx.Linear(2, 2, rngs=nnx.Rngs(1)))
+        False
+        >>> model = nnx.merge(gd, params); type(model).__name__
+        'Linear'
+    """
+
+    __slots__ = ("nodes", "roots", "leaf_paths", "leaf_nodes", "leaf_owners", "has_raw_leaves", "_hash", "_path_index")
+
+    def __init__(self, nodes: tuple, roots: tuple, leaf_paths: tuple, leaf_nodes: tuple, leaf_owners: tuple) -> None:
+        self.nodes = nodes
+        self.roots = roots
+        self.leaf_paths = leaf_paths  # per leaf: (root index, *path)
+        self.leaf_nodes = leaf_nodes  # per leaf: node index of its Variable, or -1 for a raw array
+        self.leaf_owners = leaf_owners  # per leaf: (object node index, attribute) holding it, or None
+        self.has_raw_leaves = -1 in leaf_nodes
+        self._hash: int | None = None
+        self._path_index: dict | None = None
+
+    def __eq__(self, other: Any) -> bool:
+        if self is other:
+            return True
+        return type(other) is GraphDef and self.roots == other.roots and self.nodes == other.nodes
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash((self.nodes, self.roots))
+        return self._hash
+
+    @property
+    def num_leaves(self) -> int:
+        return len(self.leaf_nodes)
+
+    def path_index(self) -> dict:
+        """``{path relative to root 0: leaf index}``, built once."""
+        if self._path_index is None:
+            self._path_index = {p[1:]: k for k, p in enumerate(self.leaf_paths)}
+        return self._path_index
+
+    def __repr__(self) -> str:
+        kinds = [nd[1].__name__ for nd in self.nodes if nd[0] == OBJ]
+        return f"GraphDef(objects={kinds}, leaves={self.num_leaves})"
+
+
+class Flat:
+    """A flattening: the GraphDef, the node objects by index, and the leaves."""
+
+    __slots__ = ("graphdef", "objs", "leaves", "slots")
+
+    def __init__(self, graphdef: GraphDef, objs: list, leaves: list) -> None:
+        self.graphdef = graphdef
+        self.objs = objs
+        self.leaves = leaves
+        # The Variable that holds each leaf (None for raw arrays): where values are written.
+        self.slots = [objs[n] if n >= 0 else None for n in graphdef.leaf_nodes]
+
+    def current_leaves(self) -> list:
+        """The leaves as they are now (values may have been written since flattening)."""
+        if self.graphdef.has_raw_leaves:
+            return flatten(tuple(_roots_of(self)))[0].leaves
+        return [v._value for v in self.slots]
+
+
+def _roots_of(flat: Flat) -> list:
+    return [flat.objs[r] if type(r) is int else _MISSING for r in flat.graphdef.roots]
+
+
+class _Flattener:
+    __slots__ = ("nodes", "objs", "index", "leaves", "leaf_paths", "leaf_nodes", "leaf_owners", "owner")
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.objs: list = []
+        self.index: dict[int, int] = {}
+        self.leaves: list = []
+        self.leaf_paths: list = []
+        self.leaf_nodes: list = []
+        self.leaf_owners: list = []
+        self.owner: tuple | None = None
+
+    def ref(self, value: Any, path: tuple) -> Any:
+        if isinstance(value, Variable):
+            i = self.index.get(id(value))
+            if i is not None:
+                return i
+            i = len(self.nodes)
+            self.index[id(value)] = i
+            self.objs.append(value)
+            value._plait_seen = True
+            k = len(self.leaves)
+            self.leaves.append(value._value)
+            self.leaf_paths.append(path)
+            self.leaf_nodes.append(i)
+            self.leaf_owners.append(self.owner)
+            meta = value._meta
+            self.nodes.append((VAR, type(value), _static_items(meta) if meta else (), k))
+            return i
+        if isinstance(value, Object):
+            i = self.index.get(id(value))
+            if i is not None:
+                return i
+            i = len(self.nodes)
+            self.index[id(value)] = i
+            self.objs.append(value)
+            self.nodes.append(None)
+            object.__setattr__(value, "_plait_seen", True)
+            saved = self.owner
+            items = []
+            for name, attr in value.__dict__.items():
+                self.owner = (i, name)
+                items.append((name, self.ref(attr, path + (name,))))
+            self.owner = saved
+            self.nodes[i] = (OBJ, type(value), tuple(items))
+            return i
+        t = type(value)
+        if t is list or t is List:
+            return ("list", t, tuple([self.ref(v, path + (j,)) for j, v in enumerate(value)]))
+        if t is tuple:
+            return ("tuple", tuple([self.ref(v, path + (j,)) for j, v in enumerate(value)]))
+        if t is dict or t is Dict:
+            keys = tuple(value)
+            return ("dict", t, keys, tuple([self.ref(value[key], path + (key,)) for key in keys]))
+        if isinstance(value, ARRAY_TYPES):
+            k = len(self.leaves)
+            self.leaves.append(value)
+            self.leaf_paths.append(path)
+            self.leaf_nodes.append(-1)
+            self.leaf_owners.append(self.owner)
+            return ("leaf", k)
+        if t in _SIMPLE_STATIC:
+            return ("static", value)
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(value, is_leaf=is_graph_node)
+        if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # opaque to JAX: static
+            return ("static", _hashable(value))
+        return ("tree", treedef, tuple([self.ref(v, path + _key_path(kp)) for kp, v in pairs]))
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return _ByIdentity(value)
+    return value
+
+
+def _static_items(meta: dict) -> tuple:
+    return tuple((k, _hashable(v)) for k, v in meta.items())
+
+
+def _key_path(kp: tuple) -> tuple:
+    out = []
+    for entry in kp:
+        for attr in ("key", "idx", "name"):
+            if hasattr(entry, attr):
+                out.append(getattr(entry, attr))
+                break
+        else:
+            out.append(str(entry))
+    return tuple(out)
+
+
+def flatten(roots: tuple) -> tuple[Flat, list]:
+    """Flatten ``roots`` jointly (shared objects across roots are stored once).
+
+    Returns the :class:`Flat` and the leaves. Leaf paths start with the root's position.
+    """
+    f = _Flattener()
+    root_refs = tuple([f.ref(r, (i,)) for i, r in enumerate(roots)])
+    gd = GraphDef(
+        tuple(f.nodes), root_refs, tuple(f.leaf_paths), tuple(f.leaf_nodes), tuple(f.leaf_owners)
+    )
+    flat = Flat(gd, f.objs, f.leaves)
+    return flat, f.leaves
+
+
+_CACHE: dict[tuple, tuple] = {}
+_CACHE_EPOCH = -1
+
+
+def flatten_cached(roots: tuple) -> Flat:
+    """:func:`flatten` for roots that are graph nodes, cached while structure is unchanged.
+
+    The cached :class:`Flat` is only structure: read current values with
+    ``flat.current_leaves()``.
+    """
+    global _CACHE_EPOCH
+    if _CACHE_EPOCH != _object.STRUCTURE_EPOCH:
+        _CACHE.clear()
+        _CACHE_EPOCH = _object.STRUCTURE_EPOCH
+    key = tuple([id(r) for r in roots])
+    hit = _CACHE.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], roots)):
+        return hit[1]
+    flat, _ = flatten(roots)
+    if _CACHE_EPOCH != _object.STRUCTURE_EPOCH:  # flattening itself never changes structure
+        _CACHE.clear()
+        _CACHE_EPOCH = _object.STRUCTURE_EPOCH
+    if len(_CACHE) > 64:
+        _CACHE.clear()
+    if not flat.graphdef.has_raw_leaves:
+        _CACHE[key] = (roots, flat)
+    return flat
+
+
+class _Builder:
+    """Rebuilds attribute values from refs, given node objects and leaves."""
+
+    __slots__ = ("objs", "leaves")
+
+    def __init__(self, objs: list, leaves: list) -> None:
+        self.objs = objs
+        self.leaves = leaves
+
+    def build(self, ref: Any, current: Any = _MISSING) -> Any:
+        if type(ref) is int:
+            return self.objs[ref]
+        tag = ref[0]
+        if tag == "leaf":
+            return self.leaves[ref[1]]
+        if tag == "static":
+            value = ref[1]
+            return value.value if type(value) is _ByIdentity else value
+        if tag == "list":
+            t, refs = ref[1], ref[2]
+            same = type(current) is t and len(current) == len(refs)
+            items = [self.build(r, current[j] if same else _MISSING) for j, r in enumerate(refs)]
+            if same and all(a is b for a, b in zip(items, current)):
+                return current
+            return t(items) if t is List else items
+        if tag == "tuple":
+            refs = ref[1]
+            same = type(current) is tuple and len(current) == len(refs)
+            items = tuple([self.build(r, current[j] if same else _MISSING) for j, r in enumerate(refs)])
+            if same and all(a is b for a, b in zip(items, current)):
+                return current
+            return items
+        if tag == "dict":
+            t, keys, refs = ref[1], ref[2], ref[3]
+            same = type(current) is t and len(current) == len(keys)
+            values = [self.build(r, current.get(k, _MISSING) if same else _MISSING) for k, r in zip(keys, refs)]
+            if same and all(k in current and current[k] is v for k, v in zip(keys, values)):
+                return current
+            return t(zip(keys, values)) if t is Dict else dict(zip(keys, values))
+        if tag == "tree":
+            return ref[1].unflatten([self.build(r) for r in ref[2]])
+        raise AssertionError(f"unknown ref {ref!r}")
+
+
+def _new_object(cls: type) -> Object:
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "_plait_seen", False)
+    return obj
+
+
+def unflatten(graphdef: GraphDef, leaves: list, reuse: list | None = None) -> tuple[tuple, list]:
+    """Rebuild the roots of ``graphdef`` from ``leaves``; returns ``(roots, objects)``.
+
+    With ``reuse`` (a list of existing objects or None, by node index), existing objects are
+    updated in place: Variable values and metadata set, object attributes replaced where
+    they differ, removed attributes deleted.
+    """
+    nodes = graphdef.nodes
+    objs: list = [None] * len(nodes)
+    n_reuse = len(reuse) if reuse is not None else 0
+    for i, nd in enumerate(nodes):
+        old = reuse[i] if i < n_reuse else None
+        if nd[0] == VAR:
+            if old is None:
+                old = object.__new__(nd[1])
+                old._meta = dict(nd[2])
+                old._plait_seen = False
+            elif nd[2] != _static_items(old._meta):
+                old._meta = dict(nd[2])
+            old._value = leaves[nd[3]]
+            objs[i] = old
+        else:
+            objs[i] = old if old is not None else _new_object(nd[1])
+    builder = _Builder(objs, leaves)
+    for i, nd in enumerate(nodes):
+        if nd[0] != OBJ:
+            continue
+        attrs = objs[i].__dict__
+        if i < n_reuse and reuse[i] is not None:
+            names = set()
+            for name, ref in nd[2]:
+                names.add(name)
+                current = attrs.get(name, _MISSING)
+                new = builder.build(ref, current)
+                if new is not current:
+                    attrs[name] = new
+            for name in [n for n in attrs if n not in names]:
+                del attrs[name]
+        else:
+            for name, ref in nd[2]:
+                attrs[name] = builder.build(ref)
+    roots = tuple([builder.build(r) for r in graphdef.roots])
+    return roots, objs
+
+
+def write_leaves(flat: Flat, updates: Mapping[int, Any]) -> None:
+    """Write new values for some leaves of ``flat`` (by leaf index) into the live objects."""
+    gd = flat.graphdef
+    raw_owners = set()
+    for k, value in updates.items():
+        slot = flat.slots[k]
+        if slot is not None:
+            slot._value = value
+        else:
+            owner = gd.leaf_owners[k]
+            if owner is None:
+                raise GraphError(f"cannot write the array at `{_path_text(gd.leaf_paths[k][1:])}`: it is not held by a module")
+            raw_owners.add(owner)
+    if raw_owners:
+        leaves = flatten(tuple(_roots_of(flat)))[1]
+        for k, value in updates.items():
+            leaves[k] = value
+        builder = _Builder(flat.objs, leaves)
+        for node_index, name in raw_owners:
+            obj = flat.objs[node_index]
+            ref = dict(gd.nodes[node_index][2])[name]
+            obj.__dict__[name] = builder.build(ref)
+
+
+# -- public graph functions --------------------------------------------------------------------
+
+
+def _path_text(path: tuple) -> str:
+    return ".".join(str(p) for p in path) if path else "<root>"
+
+
+def _leaf_entries(flat: Flat, leaves: list) -> list[tuple[tuple, Any]]:
+    """``(path relative to root, state leaf)`` for each leaf: Variables are copied."""
+    gd = flat.graphdef
+    out = []
+    for k, path in enumerate(gd.leaf_paths):
+        slot = flat.slots[k]
+        if slot is not None:
+            v = object.__new__(type(slot))
+            v._value = leaves[k]
+            v._meta = slot._meta.copy()
+            v._plait_seen = False
+            out.append((path[1:], v))
+        else:
+            out.append((path[1:], leaves[k]))
+    return out
+
+
+def _check_node(node: Any, what: str) -> None:
+    if not is_graph_node(node):
+        raise GraphError(
+            f"{what} expects a module, Variable or Rngs, got a {type(node).__name__}.\n"
+            "Pass the module itself, e.g. nnx.state(model)."
+        )
+
+
+def split(node: Any, *filters: Filter) -> tuple:
+    """Split a graph into its GraphDef and one State per filter (all state if none).
+
+    Filters are tried in order and the first that matches takes a Variable; with filters,
+    every Variable must be taken by one of them (end with ``...`` to collect the rest).
+
+    Example:
+        >>> import plait as nnx
+        >>> model = nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+        >>> gd, rng_state = nnx.split(model, nnx.RngState)
+        >>> sorted(rng_state["rngs"]["default"])
+        ['count', 'key']
+    """
+    _check_node(node, "split")
+    flat = flatten_cached((node,))
+    entries = _leaf_entries(flat, flat.current_leaves())
+    if not filters:
+        return flat.graphdef, State.from_flat_state(entries)
+    parts = _partition(entries, filters)
+    if parts[-1]:
+        from .errors import FilterError, describe
+
+        left = "\n".join("  " + describe(_path_text(p), v) for p, v in parts[-1][:10])
+        more = f"\n  ... and {len(parts[-1]) - 10} more" if len(parts[-1]) > 10 else ""
+        names = ", ".join(_filter_name(f) for f in filters)
+        raise FilterError(
+            f"split({names}) leaves {len(parts[-1])} Variable(s) unclaimed:\n{left}{more}\n"
+            f"Every Variable must match one filter. Add `...` as the last filter to collect the "
+            f"rest: nnx.split(model, {names}, ...)"
+        )
+    return (flat.graphdef, *[State.from_flat_state(p) for p in parts[:-1]])
+
+
+def _filter_name(f: Any) -> str:
+    if isinstance(f, type):
+        return f"nnx.{f.__name__}"
+    return "..." if f is Ellipsis else repr(f)
+
+
+def _partition(entries: list, filters: tuple) -> list[list]:
+    predicates = [to_predicate(f) for f in filters]
+    parts: list[list] = [[] for _ in range(len(predicates) + 1)]
+    for path, leaf in entries:
+        for i, predicate in enumerate(predicates):
+            if predicate(path, leaf):
+                parts[i].append((path, leaf))
+                break
+        else:
+            parts[-1].append((path, leaf))
+    return parts
+
+
+def state(node: Any, *filters: Filter) -> Any:
+    """The State of a graph: all of it, or one State per filter (first match wins).
+
+    Example:
+        >>> import plait as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> nnx.state(model, nnx.Param).kernel.value.shape
+        (2, 3)
+    """
+    _check_node(node, "state")
+    flat = flatten_cached((node,))
+    entries = _leaf_entries(flat, flat.current_leaves())
+    if not filters:
+        return State.from_flat_state(entries)
+    parts = _partition(entries, filters)
+    states = [State.from_flat_state(p) for p in parts[:-1]]
+    return states[0] if len(states) == 1 else tuple(states)
+
+
+def graphdef(node: Any) -> GraphDef:
+    """The GraphDef of a graph (its static structure)."""
+    _check_node(node, "graphdef")
+    return flatten_cached((node,)).graphdef
+
+
+def _flat_entries(states: tuple) -> dict:
+    flat: dict = {}
+    for s in states:
+        if not isinstance(s, State):
+            if not isinstance(s, Mapping):
+                raise GraphError(f"expected a State, got a {type(s).__name__}")
+            s = State(s)
+        flat.update(s.flat_state())
+    return flat
+
+
+def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
+    """Build a new graph from a GraphDef and State(s): the inverse of :func:`split`.
+
+    Example:
+        >>> import plait as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> gd, params, rest = nnx.split(model, nnx.Param, ...)
+        >>> copy = nnx.merge(gd, params, rest)
+        >>> copy is model, bool((copy.kernel.value == model.kernel.value).all())
+        (False, True)
+    """
+    if not isinstance(graphdef, GraphDef):
+        raise GraphError(f"merge expects a GraphDef first, got a {type(graphdef).__name__}")
+    given = _flat_entries((state, *states))
+    leaves = []
+    missing = []
+    for path in graphdef.leaf_paths:
+        leaf = given.pop(path[1:], _MISSING)
+        if leaf is _MISSING:
+            missing.append(path[1:])
+            leaves.append(None)
+        else:
+            leaves.append(leaf._value if isinstance(leaf, Variable) else leaf)
+    if missing:
+        shown = ", ".join(f"`{_path_text(p)}`" for p in missing[:8])
+        raise GraphError(
+            f"merge: the state has no value for {len(missing)} path(s) of the GraphDef: {shown}.\n"
+            "Pass every State that split returned: nnx.merge(graphdef, params, rest)"
+        )
+    if given:
+        shown = ", ".join(f"`{_path_text(p)}`" for p in list(given)[:8])
+        raise GraphError(f"merge: the state has path(s) the GraphDef does not have: {shown}")
+    roots, _ = unflatten(graphdef, leaves)
+    return roots[0]
+
+
+def update(node: Any, state: Any, /, *states: Any) -> None:
+    """Write the values of State(s) into an existing graph, in place.
+
+    Example:
+        >>> import jax, plait as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> params = nnx.state(model, nnx.Param)
+        >>> nnx.update(model, jax.tree.map(lambda x: 0 * x, params))
+        >>> float(model.kernel.value.sum())
+        0.0
+    """
+    _check_node(node, "update")
+    flat = flatten_cached((node,))
+    index = flat.graphdef.path_index()
+    updates = {}
+    for path, leaf in _flat_entries((state, *states)).items():
+        k = index.get(path)
+        if k is None:
+            close = [p for p in index if p[: len(path) - 1] == path[:-1]][:5]
+            hint = f" Paths next to it: {', '.join(_path_text(p) for p in close)}." if close else ""
+            raise GraphError(f"update: `{_path_text(path)}` is not a Variable or array of this graph.{hint}")
+        updates[k] = leaf._value if isinstance(leaf, Variable) else leaf
+    write_leaves(flat, updates)
+
+
+def clone(node: Any) -> Any:
+    """A deep copy of a graph (sharing inside it is preserved; arrays are shared)."""
+    gd, st = split(node)
+    return merge(gd, st)
+
+
+def pop(node: Any, *filters: Filter) -> Any:
+    """Remove the Variables the filters select from the graph and return them as State.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> class M(nnx.Module):
+        ...     def __init__(self):
+        ...         self.seen = nnx.Intermediate(jnp.ones(2))
+        >>> m = M(); popped = nnx.pop(m, nnx.Intermediate)
+        >>> hasattr(m, "seen"), popped.seen.value.shape
+        (False, (2,))
+    """
+    if not filters:
+        raise GraphError("pop needs at least one filter, e.g. nnx.pop(model, nnx.Intermediate)")
+    found = state(node, *filters)
+    found_states = found if isinstance(found, tuple) else (found,)
+    for s in found_states:
+        for path, _ in s.flat_state():
+            parent = node
+            for part in path[:-1]:
+                parent = getattr(parent, part) if isinstance(parent, Object) else parent[part]
+            if isinstance(parent, Object):
+                delattr(parent, path[-1])
+            elif isinstance(parent, dict):
+                del parent[path[-1]]
+            else:
+                raise GraphError(f"pop: cannot remove `{_path_text(path)}` from a {type(parent).__name__}")
+    return found
+
+
+def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
+    """Yield ``(path, value)`` for every Object, Variable and array, children first.
+
+    Each shared object is visited once, at its first path.
+
+    Example:
+        >>> import plait as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> [p for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
+        [('kernel',), ('bias',)]
+    """
+    seen: set[int] = set()
+
+    def walk(value: Any, path: tuple) -> Iterator[tuple[tuple, Any]]:
+        if is_graph_node(value):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            if isinstance(value, Object):
+                for name, attr in list(value.__dict__.items()):
+                    yield from walk(attr, path + (name,))
+            yield path, value
+        elif type(value) in (list, tuple, List):
+            for j, v in enumerate(value):
+                yield from walk(v, path + (j,))
+        elif type(value) in (dict, Dict):
+            for k, v in list(value.items()):
+                yield from walk(v, path + (k,))
+        elif isinstance(value, ARRAY_TYPES):
+            yield path, value
+
+    yield from walk(node, ())
+
+
+def ref_leaves(ref: Any) -> list[int]:
+    """Indices of the raw-array leaves under a ref (not those inside objects it points to)."""
+    if type(ref) is int:
+        return []
+    tag = ref[0]
+    if tag == "leaf":
+        return [ref[1]]
+    if tag == "static":
+        return []
+    refs = {"list": 2, "tuple": 1, "dict": 3, "tree": 2}[tag]
+    out: list[int] = []
+    for r in ref[refs]:
+        out.extend(ref_leaves(r))
+    return out
+
+
+def ref_shape(ref: Any) -> Any:
+    """A ref with its leaf indices erased: equal for values of the same structure."""
+    if type(ref) is int or ref[0] == "static":
+        return ref
+    if ref[0] == "leaf":
+        return "leaf"
+    pos = {"list": 2, "tuple": 1, "dict": 3, "tree": 2}[ref[0]]
+    return ref[:pos] + (tuple(ref_shape(r) for r in ref[pos]),)

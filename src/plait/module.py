@@ -1,0 +1,88 @@
+"""Module: the base class of layers and models.
+
+A Module is a plain mutable Python object (an :class:`~plait.object.Object`): assign
+sub-modules, Variables, arrays, and lists/dicts/tuples of them as attributes in
+``__init__``. There is no registration step and no special container: a plain list of
+layers works.
+
+Example:
+    >>> import jax.numpy as jnp, plait as nnx
+    >>> class MLP(nnx.Module):
+    ...     def __init__(self, rngs):
+    ...         self.layers = [nnx.Linear(4, 4, rngs=rngs) for _ in range(2)]
+    ...         self.dropout = nnx.Dropout(0.1, rngs=rngs)
+    ...     def __call__(self, x):
+    ...         for layer in self.layers:
+    ...             x = self.dropout(layer(x))
+    ...         return x
+    >>> model = MLP(nnx.Rngs(0))
+    >>> model(jnp.ones((1, 4))).shape
+    (1, 4)
+    >>> model.eval().dropout.deterministic
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .graph import iter_graph
+from .object import Object
+
+__all__ = ["Module", "iter_modules"]
+
+
+class Module(Object):
+    """Base class for layers and models; see the module docstring."""
+
+    def iter_modules(self) -> Iterator[tuple[tuple, Module]]:
+        """Yield ``(path, module)`` for every sub-module, children first, ending with self."""
+        return iter_modules(self)
+
+    def iter_children(self) -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, module)`` for the direct sub-module attributes."""
+        for name, value in self.__dict__.items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def set_attributes(self, *filters: type, raise_if_not_found: bool = True, **attributes: Any) -> None:
+        """Set attributes on every sub-module (of the given types, if any) that has them.
+
+        Example:
+            >>> import plait as nnx
+            >>> model = nnx.Dropout(0.5)
+            >>> model.set_attributes(deterministic=True); model.deterministic
+            True
+        """
+        found = set()
+        for _, module in iter_modules(self):
+            if filters and not isinstance(module, filters):
+                continue
+            for name, value in attributes.items():
+                if hasattr(module, name):
+                    setattr(module, name, value)
+                    found.add(name)
+        missing = set(attributes) - found
+        if raise_if_not_found and missing:
+            raise AttributeError(f"no sub-module of {type(self).__name__} has the attribute(s) {sorted(missing)}")
+
+    def train(self, **attributes: Any) -> Module:
+        """Training mode: ``deterministic=False`` and ``use_running_average=False`` where present.
+
+        Returns ``self`` so it chains: ``model.train()(x)``.
+        """
+        self.set_attributes(deterministic=False, use_running_average=False, raise_if_not_found=False, **attributes)
+        return self
+
+    def eval(self, **attributes: Any) -> Module:
+        """Evaluation mode: ``deterministic=True`` and ``use_running_average=True`` where present."""
+        self.set_attributes(deterministic=True, use_running_average=True, raise_if_not_found=False, **attributes)
+        return self
+
+
+def iter_modules(node: Any) -> Iterator[tuple[tuple, Module]]:
+    """Yield ``(path, module)`` for every Module reachable from ``node``, children first."""
+    for path, value in iter_graph(node):
+        if isinstance(value, Module):
+            yield path, value

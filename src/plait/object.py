@@ -1,0 +1,200 @@
+"""Graph nodes: Python objects whose attributes form a module graph.
+
+An :class:`Object` is an ordinary mutable Python object. What makes it a *graph node* is
+that :mod:`plait.graph` walks its ``__dict__`` to find Variables, arrays and other nodes,
+and that it reports *structural* changes (an attribute set or deleted) so that cached
+flattenings can be thrown away.
+
+Why a global counter: the flattened structure of a graph depends on every object reachable
+from its roots, and an object can be reachable from many roots. Rather than tracking
+parents, each structural change to an object that has ever been flattened bumps one
+counter, :data:`STRUCTURE_EPOCH`; a cache entry is valid while the counter is unchanged.
+Objects that were never flattened (a model being built) change freely without invalidating
+anything. Writing a Variable's value is not structural and bumps nothing.
+
+Plain ``list`` and ``dict`` values assigned to an attribute are converted to :class:`List`
+and :class:`Dict`, subclasses that report their own edits (``append``, ``__setitem__``...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Object", "List", "Dict", "structure_changed"]
+
+STRUCTURE_EPOCH = 0
+
+
+def structure_changed() -> None:
+    """Invalidate every cached graph flattening (called on structural mutation)."""
+    global STRUCTURE_EPOCH
+    STRUCTURE_EPOCH += 1
+
+
+def epoch() -> int:
+    return STRUCTURE_EPOCH
+
+
+def track(value: Any) -> Any:
+    """Convert plain lists/dicts (recursively) into their change-reporting versions."""
+    t = type(value)
+    if t is list:
+        return List(value)
+    if t is dict:
+        return Dict(value)
+    if t is tuple and any(type(v) in (list, dict, tuple) for v in value):
+        return tuple(track(v) for v in value)
+    return value
+
+
+class Object:
+    """Base class of every graph node (``Module``, ``Rngs``, ``RngStream``, ...).
+
+    Example:
+        >>> import plait as nnx
+        >>> class Counter(nnx.Object):
+        ...     def __init__(self):
+        ...         self.count = nnx.Variable(0)
+        >>> Counter().count.value
+        0
+    """
+
+    __slots__ = ("_plait_seen", "__dict__", "__weakref__")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Object:
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "_plait_seen", False)
+        return obj
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self._plait_seen:
+            structure_changed()
+        object.__setattr__(self, name, track(value))
+
+    def __delattr__(self, name: str) -> None:
+        if self._plait_seen:
+            structure_changed()
+        object.__delattr__(self, name)
+
+    def __repr__(self) -> str:
+        from .display import graph_repr
+
+        return graph_repr(self)
+
+
+def _mutator(name: str):
+    base = getattr(list, name, None) or getattr(dict, name)
+
+    def method(self, *args, **kwargs):
+        structure_changed()
+        return base(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+class List(list):
+    """A ``list`` that reports edits, so cached structure stays correct.
+
+    Module attributes that are plain lists become ``List`` automatically.
+
+    Example:
+        >>> import plait as nnx
+        >>> layers = nnx.List([1, 2])
+        >>> layers.append(3); list(layers)
+        [1, 2, 3]
+    """
+
+    __slots__ = ()
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__(track(v) for v in items)
+
+    def append(self, value: Any) -> None:
+        structure_changed()
+        list.append(self, track(value))
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        structure_changed()
+        list.__setitem__(self, index, track(value) if not isinstance(index, slice) else [track(v) for v in value])
+
+    def insert(self, index: Any, value: Any) -> None:
+        structure_changed()
+        list.insert(self, index, track(value))
+
+    def extend(self, values: Any) -> None:
+        structure_changed()
+        list.extend(self, [track(v) for v in values])
+
+    def __iadd__(self, values: Any) -> List:
+        self.extend(values)
+        return self
+
+    __delitem__ = _mutator("__delitem__")
+    pop = _mutator("pop")
+    remove = _mutator("remove")
+    clear = _mutator("clear")
+    sort = _mutator("sort")
+    reverse = _mutator("reverse")
+    __imul__ = _mutator("__imul__")
+
+
+class Dict(dict):
+    """A ``dict`` that reports edits, so cached structure stays correct.
+
+    Module attributes that are plain dicts become ``Dict`` automatically.
+
+    Example:
+        >>> import plait as nnx
+        >>> d = nnx.Dict(a=1); d["b"] = 2; sorted(d)
+        ['a', 'b']
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        dict.update(self, {k: track(v) for k, v in dict(*args, **kwargs).items()})
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        structure_changed()
+        dict.__setitem__(self, key, track(value))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        structure_changed()
+        dict.update(self, {k: track(v) for k, v in dict(*args, **kwargs).items()})
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        structure_changed()
+        return dict.setdefault(self, key, track(default))
+
+    __delitem__ = _mutator("__delitem__")
+    pop = _mutator("pop")
+    popitem = _mutator("popitem")
+    clear = _mutator("clear")
+    __ior__ = _mutator("__ior__")
+
+
+def _register_containers() -> None:
+    import jax
+
+    jax.tree_util.register_pytree_with_keys(
+        List,
+        lambda xs: (tuple((jax.tree_util.SequenceKey(i), x) for i, x in enumerate(xs)), None),
+        lambda _, xs: List(xs),
+        flatten_func=lambda xs: (tuple(xs), None),
+    )
+
+    def dict_flatten(d):
+        keys = tuple(d)
+        return tuple((jax.tree_util.DictKey(k), d[k]) for k in keys), keys
+
+    jax.tree_util.register_pytree_with_keys(
+        Dict,
+        dict_flatten,
+        lambda keys, vs: Dict(zip(keys, vs)),
+        flatten_func=lambda d: (tuple(d.values()), tuple(d)),
+    )
+
+
+_register_containers()

@@ -1,0 +1,234 @@
+"""State: a nested mapping of a module graph's Variables, and a JAX pytree.
+
+``nnx.state(model)`` gives a :class:`State` whose keys follow the attribute path
+(``state["linear"]["kernel"]`` or ``state.linear.kernel``) and whose leaves are Variables
+(copies of the module's, holding the same arrays) or raw arrays. Because State and
+Variable are pytrees, ``jax.tree.map`` and optax work on it directly; the leaves JAX sees
+are the arrays.
+
+Example:
+    >>> import jax, plait as nnx
+    >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    >>> params = nnx.state(model, nnx.Param)
+    >>> sorted(params), params.kernel.value.shape
+    (['bias', 'kernel'], (2, 3))
+    >>> doubled = jax.tree.map(lambda x: 2 * x, params)
+    >>> type(doubled.kernel).__name__
+    'Param'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any, Callable
+
+import jax
+
+from .filters import Filter, to_predicate
+from .variables import Variable
+
+__all__ = ["State", "PathParts"]
+
+PathParts = tuple  # a path: attribute names, list indices and dict keys from the root
+
+
+class State(MutableMapping):
+    """A nested mapping from path parts to Variables (or raw arrays)."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: Mapping | None = None, /) -> None:
+        self._mapping: dict = {}
+        if mapping is not None:
+            for key, value in mapping.items():
+                self._mapping[key] = State(value) if _is_mapping(value) else value
+
+    @classmethod
+    def _wrap(cls, mapping: dict) -> State:
+        new = object.__new__(cls)
+        new._mapping = mapping
+        return new
+
+    # -- mapping protocol -------------------------------------------------------------------
+    def __getitem__(self, key: Any) -> Any:
+        return self._mapping[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._mapping[key] = State(value) if _is_mapping(value) else value
+
+    def __delitem__(self, key: Any) -> None:
+        del self._mapping[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._mapping)
+
+    def __len__(self) -> int:
+        return len(self._mapping)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self._mapping[name]
+        except KeyError:
+            raise AttributeError(f"State has no entry {name!r}; its keys are {list(self._mapping)}") from None
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, State):
+            return NotImplemented
+        return self.flat_state() == other.flat_state()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- flat views -------------------------------------------------------------------------
+    def flat_state(self) -> list[tuple[PathParts, Any]]:
+        """``[(path, leaf), ...]`` in order, with ``path`` a tuple of keys.
+
+        Example:
+            >>> import plait as nnx
+            >>> s = nnx.State({"a": {"b": 1}, "c": 2})
+            >>> s.flat_state()
+            [(('a', 'b'), 1), (('c',), 2)]
+        """
+        out: list[tuple[PathParts, Any]] = []
+        _flatten_into(self, (), out)
+        return out
+
+    @classmethod
+    def from_flat_state(cls, flat: Any) -> State:
+        """The inverse of :meth:`flat_state` (also accepts a ``{path: leaf}`` dict)."""
+        items = flat.items() if isinstance(flat, Mapping) else flat
+        root: dict = {}
+        for path, leaf in items:
+            if not path:
+                raise ValueError("a State entry needs a non-empty path")
+            node = root
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"path {path} runs through a leaf")
+            node[path[-1]] = leaf
+        return _from_nested_dict(root)
+
+    def to_pure_dict(self) -> dict:
+        """Nested plain dicts of raw values (Variables replaced by their ``.value``)."""
+        return {
+            k: v.to_pure_dict() if isinstance(v, State) else (v._value if isinstance(v, Variable) else v)
+            for k, v in self._mapping.items()
+        }
+
+    def replace_by_pure_dict(self, pure_dict: Mapping, replace_fn: Callable | None = None) -> None:
+        """Put the values of a pure dict (see :meth:`to_pure_dict`) into this State, in place."""
+        for key, value in pure_dict.items():
+            if key not in self._mapping:
+                raise KeyError(f"State has no entry {key!r}; its keys are {list(self._mapping)}")
+            current = self._mapping[key]
+            if isinstance(current, State):
+                current.replace_by_pure_dict(value, replace_fn)
+            elif isinstance(current, Variable):
+                self._mapping[key] = current.replace(replace_fn(current, value) if replace_fn else value)
+            else:
+                self._mapping[key] = replace_fn(current, value) if replace_fn else value
+
+    # -- filtering and merging ----------------------------------------------------------------
+    def filter(self, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
+        """The entries each filter selects (first match wins); one State per filter."""
+        all_filters = (first, *filters)
+        parts = _partition(self.flat_state(), all_filters)
+        states = tuple(State.from_flat_state(p) for p in parts[:-1])
+        return states[0] if len(states) == 1 else states
+
+    def split(self, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
+        """Like :meth:`filter`, but every entry must be selected by some filter."""
+        all_filters = (first, *filters)
+        parts = _partition(self.flat_state(), all_filters)
+        if parts[-1]:
+            from .errors import FilterError
+
+            left = ", ".join(".".join(map(str, p)) for p, _ in parts[-1][:8])
+            raise FilterError(
+                f"State.split filters {all_filters!r} leave entries unselected: {left}.\n"
+                "Add `...` as the last filter to collect the rest."
+            )
+        states = tuple(State.from_flat_state(p) for p in parts[:-1])
+        return states[0] if len(states) == 1 else states
+
+    @staticmethod
+    def merge(state: Mapping, /, *states: Mapping) -> State:
+        """One State with the entries of all (later ones win on equal paths)."""
+        flat: dict = {}
+        for s in (state, *states):
+            flat.update(s.flat_state() if isinstance(s, State) else State(s).flat_state())
+        return State.from_flat_state(flat)
+
+    def __or__(self, other: Mapping) -> State:
+        return State.merge(self, other)
+
+    def __repr__(self) -> str:
+        lines = ["State({"]
+        _repr_into(self, "  ", lines)
+        lines.append("})")
+        return "\n".join(lines)
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and not isinstance(value, State) or type(value) is dict
+
+
+def _from_nested_dict(d: dict) -> State:
+    return State._wrap({k: _from_nested_dict(v) if type(v) is dict else v for k, v in d.items()})
+
+
+def _flatten_into(state: State, prefix: tuple, out: list) -> None:
+    for key, value in state._mapping.items():
+        if isinstance(value, State):
+            _flatten_into(value, prefix + (key,), out)
+        else:
+            out.append((prefix + (key,), value))
+
+
+def _partition(flat: list, filters: tuple) -> list[list]:
+    predicates = [to_predicate(f) for f in filters]
+    parts: list[list] = [[] for _ in range(len(predicates) + 1)]
+    for path, leaf in flat:
+        for i, predicate in enumerate(predicates):
+            if predicate(path, leaf):
+                parts[i].append((path, leaf))
+                break
+        else:
+            parts[-1].append((path, leaf))
+    return parts
+
+
+def _repr_into(state: State, indent: str, lines: list[str]) -> None:
+    for key, value in state._mapping.items():
+        if isinstance(value, State):
+            lines.append(f"{indent}{key!r}: {{")
+            _repr_into(value, indent + "  ", lines)
+            lines.append(f"{indent}}},")
+        else:
+            lines.append(f"{indent}{key!r}: {_leaf_repr(value)},")
+
+
+def _leaf_repr(value: Any) -> str:
+    if isinstance(value, Variable):
+        return repr(value)
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"Array(shape={tuple(shape)}, dtype={dtype})"
+    return repr(value)
+
+
+def _state_flatten_with_keys(s: State):
+    return tuple((jax.tree_util.DictKey(k), v) for k, v in s._mapping.items()), tuple(s._mapping)
+
+
+def _state_flatten(s: State):
+    return tuple(s._mapping.values()), tuple(s._mapping)
+
+
+def _state_unflatten(keys: tuple, children: Any) -> State:
+    return State._wrap(dict(zip(keys, children)))
+
+
+jax.tree_util.register_pytree_with_keys(State, _state_flatten_with_keys, _state_unflatten, _state_flatten)

@@ -1,0 +1,266 @@
+"""``jit``: compile a function of modules; state changes are written back.
+
+The cost that matters is per call, so ``jit`` keeps the last flattening of its module
+arguments. While those are the same objects and no structure anywhere has changed (see
+:mod:`plait.object`), a call is: read each Variable's value, call the ``jax.jit``-compiled
+function on the flat list, assign the values it wrote. No walk of the object graph, no
+per-Variable Python call.
+
+Inside the compiled function the modules are rebuilt from the GraphDef (one trace per
+structure). What the function writes, and whether it changed any structure, is found at
+trace time and returned as static output of the trace, so a cached compilation knows which
+leaves to write back without looking.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from .. import object as _object
+from ..errors import TransformError
+from ..graph import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node, unflatten
+from .lift import Collected, check_callable, collect, write_back
+
+__all__ = ["jit", "JitWrapped"]
+
+_MISSING = object()
+_PLAIN_FAST = {type(np.zeros(())), np.ndarray, int, float, bool, complex, type(None)}
+try:  # the concrete jax.Array type, so the fast path can check arguments with one set lookup
+    _PLAIN_FAST.add(type(jax.numpy.zeros(())))
+except Exception:  # pragma: no cover - no backend
+    pass
+
+
+class _Info:
+    """Static result of one trace: what to write back, and whether the fast path applies."""
+
+    __slots__ = ("collected", "emit", "fast", "graph_out")
+
+    def __init__(self, collected: Collected, emit: tuple, fast: bool, graph_out: bool) -> None:
+        self.collected = collected
+        self.emit = emit  # leaf indices of the output GraphDef whose values are returned
+        self.fast = fast  # structure unchanged and only Variable values written
+        self.graph_out = graph_out  # the output holds modules/Variables: rebuild it
+
+
+class _Static:
+    """Carries an :class:`_Info` out of a trace as pytree structure (no arrays)."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, info: _Info) -> None:
+        self.info = info
+
+
+jax.tree_util.register_pytree_node(_Static, lambda s: ((), s.info), lambda info, _: info)
+
+
+class _Entry:
+    """One compiled function per (structure, argument layout)."""
+
+    __slots__ = ("jitted", "node_pos", "plain_pos", "static_pos", "graph_kw", "n_args")
+
+    def __init__(self, jitted: Any, node_pos: tuple, plain_pos: tuple, static_pos: tuple, graph_kw: tuple, n_args: int):
+        self.jitted = jitted
+        self.node_pos = node_pos
+        self.plain_pos = plain_pos
+        self.static_pos = static_pos
+        self.graph_kw = graph_kw
+        self.n_args = n_args
+
+
+class _Last:
+    """The fast-path cache: valid while the same module objects come in, structure unchanged."""
+
+    __slots__ = ("epoch", "n_args", "nodes", "plain_pos", "flat", "entry")
+
+    def __init__(self, epoch: int, n_args: int, nodes: tuple, plain_pos: tuple, flat: Flat, entry: _Entry):
+        self.epoch = epoch
+        self.n_args = n_args
+        self.nodes = nodes  # ((position, object), ...)
+        self.plain_pos = plain_pos
+        self.flat = flat
+        self.entry = entry
+
+
+def _has_graph(value: Any) -> bool:
+    if is_graph_node(value):
+        return True
+    if type(value) in _PLAIN_FAST or isinstance(value, ARRAY_TYPES):
+        return False
+    return any(is_graph_node(leaf) for leaf in jax.tree_util.tree_leaves(value))
+
+
+class JitWrapped:
+    """A jitted function of modules; call it like the original."""
+
+    def __init__(
+        self,
+        fun: Callable,
+        static_argnums: Sequence[int],
+        static_argnames: Sequence[str],
+        donate_argnums: Sequence[int],
+        keep_unused: bool,
+        inline: bool,
+    ) -> None:
+        self.fun = fun
+        self.static_argnums = frozenset(static_argnums)
+        self.static_argnames = frozenset(static_argnames)
+        self.donate_argnums = frozenset(donate_argnums)
+        self.keep_unused = keep_unused
+        self.inline = inline
+        self._entries: dict = {}
+        self._last: _Last | None = None
+        functools.update_wrapper(self, fun)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return functools.partial(self, obj)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        last = self._last
+        if last is not None and not kwargs and last.epoch == _object.STRUCTURE_EPOCH and len(args) == last.n_args:
+            for i, node in last.nodes:
+                if args[i] is not node:
+                    break
+            else:
+                for i in last.plain_pos:
+                    if type(args[i]) not in _PLAIN_FAST:
+                        break
+                else:
+                    return self._run(last.flat, last.entry, args, kwargs)
+        return self._slow(args, kwargs)
+
+    def _slow(self, args: tuple, kwargs: dict) -> Any:
+        for i in self.static_argnums:
+            if not -len(args) <= i < len(args):
+                raise TransformError(f"jit: static_argnums has {i}, but the function was called with {len(args)} positional argument(s)")
+        static_argnums = {i % len(args) for i in self.static_argnums} if args else set()
+        node_pos, plain_pos, static_pos = [], [], []
+        for i, a in enumerate(args):
+            if i in static_argnums:
+                static_pos.append(i)
+            elif _has_graph(a):
+                node_pos.append(i)
+            else:
+                plain_pos.append(i)
+        graph_kw = tuple(k for k, v in kwargs.items() if k not in self.static_argnames and _has_graph(v))
+        roots = tuple(args[i] for i in node_pos)
+        if graph_kw:
+            roots += ({k: kwargs[k] for k in graph_kw},)
+        simple = not graph_kw and all(is_graph_node(r) for r in roots)
+        flat = flatten_cached(roots) if simple else flatten(roots)[0]
+        key = (flat.graphdef, tuple(node_pos), tuple(plain_pos), tuple(static_pos), graph_kw, len(args))
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._compile(flat, tuple(node_pos), tuple(plain_pos), tuple(static_pos), graph_kw, len(args))
+            self._entries[key] = entry
+        if simple and not flat.graphdef.has_raw_leaves and not kwargs:
+            self._last = _Last(_object.STRUCTURE_EPOCH, len(args), tuple((i, args[i]) for i in node_pos),
+                               tuple(plain_pos), flat, entry)
+        return self._run(flat, entry, args, kwargs)
+
+    def _run(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict) -> Any:
+        if flat.graphdef.has_raw_leaves:
+            leaves = flat.current_leaves()
+        else:
+            leaves = [v._value for v in flat.slots]
+        plain = [args[i] for i in entry.plain_pos]
+        if kwargs:
+            plain_kw = {k: v for k, v in kwargs.items() if k not in self.static_argnames and k not in entry.graph_kw}
+            static_kw = tuple(sorted((k, v) for k, v in kwargs.items() if k in self.static_argnames))
+        else:
+            plain_kw, static_kw = {}, ()
+        statics = (tuple([args[i] for i in entry.static_pos]), static_kw)
+        info, values, out = entry.jitted(*leaves, *plain, plain_kw, statics)
+        if info.fast:
+            slots = flat.slots
+            for k, v in zip(info.emit, values):
+                slots[k]._value = v
+            return out
+        col = info.collected
+        full: list = [None] * col.graphdef.num_leaves
+        for k2, i in enumerate(col.input_leaf):
+            if i >= 0:
+                full[k2] = leaves[i]
+        for k2, v in zip(info.emit, values):
+            full[k2] = v
+        graph_out = write_back(flat, col, full)
+        return graph_out if info.graph_out else out
+
+    def _compile(self, flat: Flat, node_pos: tuple, plain_pos: tuple, static_pos: tuple, graph_kw: tuple, n_args: int) -> _Entry:
+        gd = flat.graphdef
+        fun = self.fun
+        n_leaves, n_plain = gd.num_leaves, len(plain_pos)
+        root_arg = list(node_pos) + ([-1] if graph_kw else [])
+        donated = frozenset(k for k, p in enumerate(gd.leaf_paths) if root_arg[p[0]] in self.donate_argnums)
+        donate = sorted(donated) + [n_leaves + j for j, i in enumerate(plain_pos) if i in self.donate_argnums]
+
+        def inner(*xs: Any) -> tuple:
+            leaves = list(xs[:n_leaves])
+            plain = xs[n_leaves:n_leaves + n_plain]
+            plain_kw, (static_args, static_kw) = xs[-2], xs[-1]
+            roots, objs = unflatten(gd, leaves)
+            call_args: list = [None] * n_args
+            for i, r in zip(node_pos, roots):
+                call_args[i] = r
+            for i, v in zip(plain_pos, plain):
+                call_args[i] = v
+            for i, v in zip(static_pos, static_args):
+                call_args[i] = v
+            call_kwargs = {**plain_kw, **dict(static_kw)}
+            if graph_kw:
+                call_kwargs.update(roots[-1])
+            out = fun(*call_args, **call_kwargs)
+            graph_out = any(is_graph_node(leaf) for leaf in jax.tree_util.tree_leaves(out))
+            col, flat2 = collect(gd, objs, leaves, roots, out if graph_out else None)
+            emit = tuple(k for k in range(col.graphdef.num_leaves) if col.changed[k] or k in donated)
+            fast = col.same and not graph_out and all(gd.leaf_nodes[k] >= 0 for k in emit)
+            info = _Info(col, emit, fast, graph_out)
+            return _Static(info), [flat2.leaves[k] for k in emit], None if graph_out else out
+
+        jitted = jax.jit(
+            inner,
+            static_argnums=(n_leaves + n_plain + 1,),
+            donate_argnums=tuple(donate),
+            keep_unused=self.keep_unused,
+            inline=self.inline,
+        )
+        return _Entry(jitted, node_pos, plain_pos, static_pos, graph_kw, n_args)
+
+
+def jit(
+    fun: Callable = _MISSING,  # type: ignore[assignment]
+    *,
+    static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
+    donate_argnums: int | Sequence[int] = (),
+    keep_unused: bool = False,
+    inline: bool = False,
+) -> Any:
+    """Compile ``fun`` with ``jax.jit``; modules in its arguments are updated in place.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        >>> @nnx.jit
+        ... def shrink(model, factor):
+        ...     model.kernel.value = model.kernel.value * factor
+        >>> before = model.kernel.value
+        >>> shrink(model, 0.5)
+        >>> bool(jnp.allclose(model.kernel.value, before * 0.5))
+        True
+    """
+    if fun is _MISSING:
+        return functools.partial(
+            jit, static_argnums=static_argnums, static_argnames=static_argnames,
+            donate_argnums=donate_argnums, keep_unused=keep_unused, inline=inline,
+        )
+    check_callable(fun, "jit")
+    as_tuple = (lambda v: (v,) if isinstance(v, (int, str)) else tuple(v))
+    return JitWrapped(fun, as_tuple(static_argnums), as_tuple(static_argnames), as_tuple(donate_argnums), keep_unused, inline)

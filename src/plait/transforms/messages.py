@@ -1,0 +1,36 @@
+"""Error messages shared by the mapping transforms (vmap, scan)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ..errors import AxisError
+from ..variables import RngState
+
+
+def rank_error(call, k: int, axis: int, transform: str, size: int | None) -> AxisError:
+    """The error for an axis that a leaf does not have, with the fixes that apply."""
+    slot = call.flat.slots[k]
+    ndim = len(jnp.shape(call.leaves[k]))
+    verb = "iterate over" if transform == "scan" else "map"
+    n = size if size is not None else "N"
+    head = f"{transform} cannot {verb} axis {axis} of {call.describe_leaf(k)}"
+    if isinstance(slot, RngState):
+        what = "layer" if transform == "scan" else "batch"
+        if transform == "scan":
+            fixes = (
+                f"Either split it for this call:   @nnx.split_rngs(splits={n}) above @nnx.scan(...)\n"
+                "or carry it through the steps:   "
+                "in_axes=(nnx.Carry, nnx.StateAxes({nnx.RngState: nnx.Carry, ...: 0}))"
+            )
+        else:
+            fixes = (
+                f"Split it for this call:   @nnx.split_rngs(splits={n}) above @nnx.vmap(...)\n"
+                "so that each lane draws its own keys (transforms never split RNG streams themselves)."
+            )
+        return AxisError(f"{head}: the RNG stream is not split, so it has no {what} axis.\n{fixes}")
+    return AxisError(
+        f"{head}: it has rank {ndim}, so axis {axis} does not exist.\n"
+        f"Give it a smaller axis, or do not {verb} it: None in in_axes "
+        "(for module state, nnx.StateAxes({Type: None, ...: 0}))."
+    )

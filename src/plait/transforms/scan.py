@@ -1,0 +1,249 @@
+"""``scan``: run a function over the leading axis of stacked arguments, carrying state.
+
+``in_axes`` marks one argument ``nnx.Carry`` (the value passed from step to step); the
+others are scanned over an axis (an int) or broadcast to every step (``None``). A module
+argument can mix these per Variable with ``StateAxes``, e.g. carry the RNG state while
+scanning the parameters: ``StateAxes({nnx.RngState: nnx.Carry, ...: 0})``.
+
+State comes back the way it went in: carried state holds its final value, scanned state
+is stacked again on its axis. Writing to broadcast state inside a step is an error,
+because one value cannot hold a different write per step; carry it instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from ..errors import AxisError, StateError, TransformError
+from ..graph import ref_leaves, ref_shape
+from .axes import Carry, resolve
+from .lift import Call, check_callable, reject_removed_kwargs
+from .messages import rank_error
+from .vmap import arg_specs
+
+__all__ = ["scan"]
+
+_MISSING = object()
+
+
+def scan(
+    f: Callable = _MISSING,  # type: ignore[assignment]
+    *,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    in_axes: Any = (Carry, 0),
+    out_axes: Any = (Carry, 0),
+    **removed: Any,
+) -> Callable:
+    """Scan ``f`` over stacked arguments; ``f(carry, x) -> (carry, y)`` by default.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> @nnx.split_rngs(splits=3)
+        ... @nnx.vmap(axis_size=3)
+        ... def stack(rngs):
+        ...     return nnx.Linear(2, 2, rngs=rngs)
+        >>> layers = stack(nnx.Rngs(0))
+        >>> @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        ... def forward(x, layer):
+        ...     return layer(x)
+        >>> forward(jnp.ones(2), layers).shape
+        (2,)
+    """
+    reject_removed_kwargs("scan", removed)
+    if f is _MISSING:
+        return functools.partial(scan, length=length, reverse=reverse, unroll=unroll, in_axes=in_axes, out_axes=out_axes)
+    check_callable(f, "scan")
+
+    @functools.wraps(f)
+    def scanned(*args: Any, **kwargs: Any) -> Any:
+        return _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes)
+
+    return scanned
+
+
+def _carry_positions(spec: Any, name: str) -> list[int]:
+    if spec is Carry:
+        return [-1]
+    if not isinstance(spec, (tuple, list)):
+        return []
+    found = [i for i, s in enumerate(spec) if s is Carry]
+    if len(found) > 1:
+        raise TransformError(
+            f"scan: nnx.Carry appears {len(found)} times in {name} (positions {found}); exactly one "
+            "position is the carry. Put several carried values in one tuple: f((a, b), x)"
+        )
+    return found
+
+
+def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
+    call = Call(f, "scan", args, kwargs)
+    gd = call.graphdef
+    n_args = call.n_args
+    specs = arg_specs(in_axes, args, "scan")
+    carry_in = [i for i, s in enumerate(specs) if s is Carry]
+    if len(carry_in) > 1:
+        raise TransformError(
+            f"scan: nnx.Carry appears {len(carry_in)} times in in_axes (arguments {carry_in}); exactly one "
+            "argument is the carry. Pass several carried values as one tuple: f((a, b), x)"
+        )
+    carry_out = _carry_positions(out_axes, "out_axes")
+    if bool(carry_in) != bool(carry_out):
+        where = "in_axes" if carry_in else "out_axes"
+        other = "out_axes" if carry_in else "in_axes"
+        raise TransformError(
+            f"scan: {where} has nnx.Carry but {other} does not. The carry goes in and comes out: "
+            "in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0) for f(carry, x) -> (carry, y), "
+            "or out_axes=nnx.Carry for f(carry, x) -> carry"
+        )
+
+    axes: list = []
+    for k, path in enumerate(gd.leaf_paths):
+        root = path[0]
+        if root >= n_args:  # keyword arguments are broadcast to every step
+            axes.append(None)
+            continue
+        slot = call.flat.slots[k]
+        axis = resolve(specs[root], path[1:], slot if slot is not None else call.leaves[k],
+                       lambda k=k: call.describe_leaf(k), "scan", "in_axes")
+        if axis is Carry and specs[root] is not Carry and not call.is_state(k):
+            raise TransformError(f"scan: nnx.Carry must mark a whole argument (or module state in StateAxes): {call.describe_leaf(k)}")
+        axes.append(axis)
+
+    scanned = [k for k, a in enumerate(axes) if type(a) is int]
+    size, sized_by = length, None
+    xs = []
+    for k in scanned:
+        x = call.leaves[k]
+        shape = jnp.shape(x)
+        axis = axes[k]
+        if not -len(shape) <= axis < len(shape):
+            raise rank_error(call, k, axis, "scan", size)
+        n = shape[axis]
+        if size is None:
+            size, sized_by = n, k
+        elif n != size:
+            first = f"length={length}" if sized_by is None else f"{call.describe_leaf(sized_by)} has {size}"
+            raise AxisError(
+                f"scan: scanned axes have different lengths: {call.describe_leaf(k)} has {n} on axis {axis}, "
+                f"but {first}.\nEvery scanned argument and Variable needs the same length on its scanned axis."
+            )
+        xs.append(jnp.moveaxis(x, axis, 0) if axis % len(shape) else x)
+    if size is None:
+        raise TransformError("scan: nothing is scanned over (no int in in_axes), so the length is unknown; pass length=N")
+
+    carry_state = [k for k, a in enumerate(axes) if a is Carry and call.is_state(k)]
+    carry_root_ref = gd.roots[carry_in[0]] if carry_in else None
+    carry_raw_in = ref_leaves(carry_root_ref) if carry_in else []
+    broadcast_state = [k for k, a in enumerate(axes) if a is None and call.is_state(k)]
+    scanned_state = [k for k in scanned if call.is_state(k)]
+    static: dict = {}
+
+    def body(carry: tuple, x: list) -> tuple:
+        leaves = list(call.leaves)
+        for k, v in zip(carry_state, carry[0]):
+            leaves[k] = v
+        for k, v in zip(carry_raw_in, carry[1]):
+            leaves[k] = v
+        for k, v in zip(scanned, x):
+            leaves[k] = v
+        _, col, flat2 = call.run(leaves)
+        if not col.same:
+            raise TransformError(
+                "scan: the structure of an input module changed inside a step (an attribute or "
+                "Variable was added, removed or replaced). Every step must see the same structure: "
+                "create attributes before the scan."
+            )
+        gd2 = col.graphdef
+        out_ref = gd2.roots[-1]
+        carry_ref = None
+        if carry_out:
+            if carry_out == [-1]:
+                carry_ref = out_ref
+            elif type(out_ref) is not int and out_ref[0] == "tuple" and len(out_ref[1]) == len(out_axes):
+                carry_ref = out_ref[1][carry_out[0]]
+            else:
+                raise TransformError(
+                    f"scan: out_axes={out_axes!r} says the function returns a tuple of {len(out_axes)}, "
+                    "but it returned something else. Return (carry, y), or use out_axes=nnx.Carry "
+                    "to return only the carry."
+                )
+        raw_out = ref_leaves(carry_ref) if carry_ref is not None else []
+        if carry_in:
+            _check_carry(call, carry_root_ref, carry_ref, carry_raw_in, raw_out, leaves, flat2.leaves)
+        for k in broadcast_state:
+            if col.changed[k]:
+                raise StateError(
+                    f"scan: {call.describe_leaf(k)} is broadcast to every step (axis None) but was written "
+                    "inside a step; one value cannot hold a different write per step.\n"
+                    "Carry it through the steps instead: in_axes=(nnx.Carry, nnx.StateAxes({<its type>: nnx.Carry, ...: 0}))"
+                )
+        ys_state = [k for k in scanned_state if col.changed[k]]
+        in_carry = set(raw_out)
+        out_ys, out_ys_axes = [], []
+        for k2 in col.out_leaves():
+            if k2 in in_carry:
+                continue
+            slot = flat2.slots[k2]
+            axis = resolve(out_axes, gd2.leaf_paths[k2][1:], slot if slot is not None else flat2.leaves[k2],
+                           lambda k2=k2: call.path_text(gd2.leaf_paths[k2]), "scan", "out_axes")
+            if type(axis) is not int:
+                raise TransformError(
+                    f"scan: output `{call.path_text(gd2.leaf_paths[k2])}` has out axis {axis!r}; outputs that are "
+                    "not the carry are stacked over the steps and need an int axis"
+                )
+            out_ys.append(k2)
+            out_ys_axes.append(axis)
+        static.update(col=col, ys_state=ys_state, raw_out=raw_out, out_ys=out_ys, out_ys_axes=out_ys_axes)
+        new_carry = ([flat2.leaves[k] for k in carry_state], [flat2.leaves[k] for k in raw_out])
+        return new_carry, ([flat2.leaves[k] for k in ys_state], [flat2.leaves[k] for k in out_ys])
+
+    init = ([call.leaves[k] for k in carry_state], [call.leaves[k] for k in carry_raw_in])
+    (carry_state_out, carry_raw_out), (ys_state_out, ys_out) = jax.lax.scan(
+        body, init, xs, length=size, reverse=reverse, unroll=unroll
+    )
+    col = static["col"]
+    full: list = [None] * col.graphdef.num_leaves
+    for k in range(gd.num_leaves):
+        full[k] = call.leaves[k]
+    for k, v in zip(carry_state, carry_state_out):
+        full[k] = v
+    for k, v in zip(static["ys_state"], ys_state_out):
+        full[k] = jnp.moveaxis(v, 0, axes[k]) if axes[k] % max(jnp.ndim(v), 1) else v
+    for k2, v in zip(static["raw_out"], carry_raw_out):
+        full[k2] = v
+    for k2, axis, v in zip(static["out_ys"], static["out_ys_axes"], ys_out):
+        full[k2] = jnp.moveaxis(v, 0, axis) if axis else v
+    return call.write_back(col, full)
+
+
+def _check_carry(call: Call, in_ref: Any, out_ref: Any, raw_in: list, raw_out: list, leaves_in: list, leaves_out: list) -> None:
+    if ref_shape(in_ref) != ref_shape(out_ref):
+        raise TransformError(
+            "scan: the carry changed structure between steps: it went in as "
+            f"{_structure_text(in_ref)} and came out as {_structure_text(out_ref)}.\n"
+            "Return a carry of the same structure, shapes and dtypes as the one passed in."
+        )
+    for k_in, k_out in zip(raw_in, raw_out):
+        a, b = leaves_in[k_in], leaves_out[k_out]
+        if jnp.shape(a) != jnp.shape(b) or jnp.result_type(a) != jnp.result_type(b):
+            raise TransformError(
+                f"scan: the carry `{call.path_text(call.graphdef.leaf_paths[k_in])}` went in with shape "
+                f"{tuple(jnp.shape(a))} and dtype {jnp.result_type(a)} but came out with shape "
+                f"{tuple(jnp.shape(b))} and dtype {jnp.result_type(b)}.\n"
+                "A carry keeps its shape and dtype from step to step; cast or reshape it inside the step."
+            )
+
+
+def _structure_text(ref: Any) -> str:
+    shape = ref_shape(ref)
+    if shape == "leaf":
+        return "an array"
+    if type(shape) is int:
+        return "a module"
+    return repr(shape).replace("'leaf'", "array")

@@ -1,0 +1,214 @@
+"""``vmap``: map a function over an axis of its arguments, modules included.
+
+``in_axes`` gives each argument an axis (an int, ``None`` to broadcast, or ``StateAxes``
+for per-Variable axes of a module). Variables keep their axis on the way out: state mapped
+on axis ``a`` comes back on axis ``a``, written values included. New state created inside
+(a module built by the function) gets its axis from ``out_axes``.
+
+RNG streams are never split here: a stream mapped on axis 0 must already have that axis,
+which :func:`~plait.split_rngs` gives it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from ..errors import AxisError, StateError, TransformError
+from ..graph import is_graph_node
+from .axes import Carry, StateAxes, resolve
+from .lift import Call, check_callable, reject_removed_kwargs
+from .messages import rank_error
+
+__all__ = ["vmap"]
+
+_MISSING = object()
+
+
+def vmap(
+    f: Callable = _MISSING,  # type: ignore[assignment]
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_size: int | None = None,
+    axis_name: Any = None,
+    spmd_axis_name: Any = None,
+    **removed: Any,
+) -> Callable:
+    """Vectorise ``f`` over an axis of its arguments; modules may be anywhere in them.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> @nnx.split_rngs(splits=4)
+        ... @nnx.vmap(axis_size=4)
+        ... def ensemble(rngs):
+        ...     return nnx.Linear(3, 2, rngs=rngs)
+        >>> models = ensemble(nnx.Rngs(0))
+        >>> models.kernel.value.shape
+        (4, 3, 2)
+        >>> nnx.vmap(lambda m, x: m(x), in_axes=(0, None))(models, jnp.ones(3)).shape
+        (4, 2)
+    """
+    reject_removed_kwargs("vmap", removed)
+    if f is _MISSING:
+        return functools.partial(
+            vmap, in_axes=in_axes, out_axes=out_axes, axis_size=axis_size, axis_name=axis_name, spmd_axis_name=spmd_axis_name
+        )
+    check_callable(f, "vmap")
+
+    @functools.wraps(f)
+    def vmapped(*args: Any, **kwargs: Any) -> Any:
+        return _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_axis_name)
+
+    return vmapped
+
+
+def arg_specs(spec: Any, args: tuple, transform: str, name: str = "in_axes") -> tuple:
+    """One spec per positional argument (a single spec applies to all of them)."""
+    if isinstance(spec, (tuple, list)):
+        if len(spec) != len(args):
+            raise TransformError(
+                f"{transform}: {name} has {len(spec)} entries but the function was called with "
+                f"{len(args)} positional argument(s); give one entry per argument"
+            )
+        specs = tuple(spec)
+    else:
+        specs = (spec,) * len(args)
+    for i, (s, a) in enumerate(zip(specs, args)):
+        if isinstance(s, StateAxes) and not is_graph_node(a):
+            raise TransformError(
+                f"{transform}: {name}[{i}] is {s!r}, but argument {i} is a {type(a).__name__}, not a module.\n"
+                "StateAxes chooses axes for a module's Variables; for arrays and pytrees use an int or None."
+            )
+    return specs
+
+
+def spec_axes(spec: Any) -> set:
+    """Every axis value that appears in a spec tree."""
+    if spec is None or spec is Carry or type(spec) is int:
+        return {spec}
+    if isinstance(spec, StateAxes):
+        return set(spec.axes)
+    if isinstance(spec, dict):
+        spec = list(spec.values())
+    out: set = set()
+    if isinstance(spec, (tuple, list)):
+        for s in spec:
+            out |= spec_axes(s)
+    return out
+
+
+def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_axis_name):
+    call = Call(f, "vmap", args, kwargs)
+    gd = call.graphdef
+    n_args = call.n_args
+    specs = arg_specs(in_axes, args, "vmap")
+    axes: list = []
+    for k, path in enumerate(gd.leaf_paths):
+        if path[0] >= n_args:  # keyword arguments are mapped on axis 0, as in jax.vmap
+            axes.append(0)
+            continue
+        slot = call.flat.slots[k]
+        axis = resolve(specs[path[0]], path[1:], slot if slot is not None else call.leaves[k],
+                       lambda k=k: call.describe_leaf(k), "vmap", "in_axes")
+        if axis is Carry:
+            raise TransformError("vmap: nnx.Carry is for scan; in vmap use an int or None")
+        axes.append(axis)
+
+    size = axis_size
+    sized_by = None
+    mapped, mapped_axes = [], []
+    for k, axis in enumerate(axes):
+        if axis is None:
+            continue
+        shape = jnp.shape(call.leaves[k])
+        if not -len(shape) <= axis < len(shape):
+            raise rank_error(call, k, axis, "vmap", size)
+        n = shape[axis]
+        if size is None:
+            size, sized_by = n, k
+        elif n != size:
+            first = f"axis_size={axis_size}" if sized_by is None else f"{call.describe_leaf(sized_by)} has {size}"
+            raise AxisError(
+                f"vmap: mapped axes have different sizes: {call.describe_leaf(k)} has {n} on axis {axis}, "
+                f"but {first}.\nEvery mapped argument and Variable needs the same size on its mapped axis; "
+                "broadcast the odd one out with None."
+            )
+        mapped.append(k)
+        mapped_axes.append(axis)
+    if size is None:
+        raise TransformError(
+            "vmap: nothing is mapped (every in_axes entry is None), so the axis size is unknown; "
+            "pass axis_size=N"
+        )
+
+    group_axes = sorted(
+        spec_axes(in_axes) | spec_axes(out_axes) | {0},
+        key=lambda a: (a is None, a if a is not None else 0),
+    )
+    group_of = {a: i for i, a in enumerate(group_axes)}
+    static: dict = {}
+
+    def inner(values: list) -> tuple:
+        leaves = list(call.leaves)
+        for k, v in zip(mapped, values):
+            leaves[k] = v
+        _, col, flat2 = call.run(leaves)
+        gd2 = col.graphdef
+        groups: list[list[int]] = [[] for _ in group_axes]
+        for k2, path in enumerate(gd2.leaf_paths):
+            i = col.input_leaf[k2]
+            if i >= 0:
+                if not col.changed[k2]:
+                    continue
+                axis = axes[i]
+            else:
+                slot = flat2.slots[k2]
+                value = slot if slot is not None else flat2.leaves[k2]
+                root = path[0]
+                if root == col.n_roots:
+                    spec, name = out_axes, "out_axes"
+                elif root < n_args:
+                    spec, name = specs[root], "in_axes"
+                else:
+                    spec, name = 0, "in_axes"
+                axis = resolve(spec, path[1:], value, lambda p=path: call.path_text(p), "vmap", name)
+                if axis is Carry:
+                    raise TransformError("vmap: nnx.Carry is for scan; in out_axes use an int or None")
+            if axis not in group_of:
+                raise AxisError(f"vmap: unexpected axis {axis!r} for `{call.path_text(path)}`")
+            groups[group_of[axis]].append(k2)
+        static["col"], static["groups"] = col, groups
+        return tuple([flat2.leaves[k2] for k2 in g] for g in groups)
+
+    try:
+        results = jax.vmap(
+            inner, in_axes=(mapped_axes,), out_axes=tuple(group_axes), axis_size=size,
+            axis_name=axis_name, spmd_axis_name=spmd_axis_name,
+        )([call.leaves[k] for k in mapped])
+    except ValueError as e:
+        col = static.get("col")
+        if col is None or "out_axes" not in str(e):
+            raise
+        written = [k2 for k2 in static["groups"][group_of[None]] if col.input_leaf[k2] >= 0]
+        if not written:
+            raise
+        names = "\n".join("  " + call.describe_leaf(col.input_leaf[k2]) for k2 in written)
+        raise StateError(
+            f"vmap: state broadcast into vmap (axis None) was written with values that differ per lane:\n{names}\n"
+            "A broadcast Variable has one value for all lanes, so the per-lane values cannot be written back. "
+            "Map it instead (in_axes=0, or StateAxes({...: 0})), or write a value that is the same in every lane."
+        ) from e
+
+    col, groups = static["col"], static["groups"]
+    full: list = [None] * col.graphdef.num_leaves
+    for k2, i in enumerate(col.input_leaf):
+        if i >= 0 and not col.changed[k2]:
+            full[k2] = call.leaves[i]
+    for g, values in zip(groups, results):
+        for k2, v in zip(g, values):
+            full[k2] = v
+    return call.write_back(col, full)
