@@ -86,7 +86,9 @@ class GraphDef:
     Example:
         >>> import plait as nnx
         >>> gd, params = nnx.split(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
-        >>> gd == nnx.graphdef(nnx.Linear(2, 2, rngs=nnx.Rngs(1)))
+        >>> gd == nnx.graphdef(nnx.Linear(2, 2, rngs=nnx.Rngs(1)))  # same structure
+        True
+        >>> gd == nnx.graphdef(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))  # static attribute differs
         False
         >>> model = nnx.merge(gd, params); type(model).__name__
         'Linear'

@@ -47,16 +47,9 @@ class _Info:
         self.graph_out = graph_out  # the output holds modules/Variables: rebuild it
 
 
-class _Static:
-    """Carries an :class:`_Info` out of a trace as pytree structure (no arrays)."""
-
-    __slots__ = ("info",)
-
-    def __init__(self, info: _Info) -> None:
-        self.info = info
-
-
-jax.tree_util.register_pytree_node(_Static, lambda s: ((), s.info), lambda info, _: info)
+# An _Info leaves a trace as pytree *structure* with no leaves: JAX hands the same object
+# back on every cached call (one Python call), and the compiled fast path stays on.
+jax.tree_util.register_pytree_node(_Info, lambda info: ((), info), lambda info, _: info)
 
 
 class _Entry:
@@ -222,7 +215,7 @@ class JitWrapped:
             emit = tuple(k for k in range(col.graphdef.num_leaves) if col.changed[k] or k in donated)
             fast = col.same and not graph_out and all(gd.leaf_nodes[k] >= 0 for k in emit)
             info = _Info(col, emit, fast, graph_out)
-            return _Static(info), [flat2.leaves[k] for k in emit], None if graph_out else out
+            return info, [flat2.leaves[k] for k in emit], None if graph_out else out
 
         jitted = jax.jit(
             inner,
