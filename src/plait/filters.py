@@ -26,7 +26,9 @@ Example:
 from __future__ import annotations
 
 import builtins
-from typing import Any, Callable, Union
+import typing
+from collections.abc import Callable
+from typing import Union
 
 from .errors import FilterError
 
@@ -99,7 +101,7 @@ class PathContains(_Predicate):
         True
     """
 
-    def __init__(self, key: Any) -> None:
+    def __init__(self, key: typing.Any) -> None:
         self.key = key
 
     def __call__(self, path: tuple, value: builtins.object) -> bool:

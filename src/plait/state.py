@@ -19,10 +19,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
 
 import jax
+import numpy as np
 
 from .filters import Filter, to_predicate
 from .variables import Variable
@@ -74,9 +75,13 @@ class State(MutableMapping):
             raise AttributeError(f"State has no entry {name!r}; its keys are {list(self._mapping)}") from None
 
     def __eq__(self, other: Any) -> bool:
+        """Same paths, same Variable types, equal values."""
         if not isinstance(other, State):
             return NotImplemented
-        return self.flat_state() == other.flat_state()
+        mine, theirs = self.flat_state(), other.flat_state()
+        if [p for p, _ in mine] != [p for p, _ in theirs]:
+            return False
+        return all(_leaf_equal(a, b) for (_, a), (_, b) in zip(mine, theirs))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -172,7 +177,18 @@ class State(MutableMapping):
 
 
 def _is_mapping(value: Any) -> bool:
-    return isinstance(value, Mapping) and not isinstance(value, State) or type(value) is dict
+    return isinstance(value, Mapping) and not isinstance(value, State)
+
+
+def _leaf_equal(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Variable):
+        a, b = a._value, b._value
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):  # key arrays and other values numpy cannot hold
+        return bool(jax.numpy.all(a == b))
 
 
 def _from_nested_dict(d: dict) -> State:

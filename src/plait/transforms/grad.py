@@ -10,7 +10,8 @@ statistics, RNG counts) is written back to the caller's objects.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 

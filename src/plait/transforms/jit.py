@@ -15,7 +15,8 @@ leaves to write back without looking.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -227,6 +228,10 @@ class JitWrapped:
         return _Entry(jitted, node_pos, plain_pos, static_pos, graph_kw, n_args)
 
 
+def _as_tuple(v: Any) -> tuple:
+    return (v,) if isinstance(v, (int, str)) else tuple(v)
+
+
 def jit(
     fun: Callable = _MISSING,  # type: ignore[assignment]
     *,
@@ -255,5 +260,4 @@ def jit(
             donate_argnums=donate_argnums, keep_unused=keep_unused, inline=inline,
         )
     check_callable(fun, "jit")
-    as_tuple = (lambda v: (v,) if isinstance(v, (int, str)) else tuple(v))
-    return JitWrapped(fun, as_tuple(static_argnums), as_tuple(static_argnames), as_tuple(donate_argnums), keep_unused, inline)
+    return JitWrapped(fun, _as_tuple(static_argnums), _as_tuple(static_argnames), _as_tuple(donate_argnums), keep_unused, inline)

@@ -19,7 +19,8 @@ differentiated) and calls JAX on flat lists of arrays.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import object as _object
 from ..errors import TransformError, describe

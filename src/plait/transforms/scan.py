@@ -13,7 +13,8 @@ because one value cannot hold a different write per step; carry it instead.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -12,7 +12,8 @@ which :func:`~plait.split_rngs` gives it.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
