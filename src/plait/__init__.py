@@ -10,7 +10,16 @@ Example:
 """
 
 from . import filters, initializers, nn
-from .errors import AxisError, FilterError, GraphError, PlaitError, RngError, StateError, TransformError
+from .errors import (
+    AxisError,
+    FilterError,
+    GraphError,
+    MissingStreamError,
+    PlaitError,
+    RngError,
+    StateError,
+    TransformError,
+)
 from .filters import All, Any, Not, PathContains
 from .graph import (
     GraphDef,
@@ -38,7 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "All", "Any", "AxisError", "BatchStat", "Cache", "Carry", "DiffState", "Dict", "Dropout", "FilterError",
-    "GraphDef", "GraphError", "Intermediate", "Linear", "List", "Module", "Not", "Object", "OptState", "Optimizer",
+    "GraphDef", "GraphError", "Intermediate", "Linear", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateAxes", "StateError", "TransformError", "Variable", "clone", "filters",
     "flatten", "fork", "grad", "graphdef", "initializers", "iter_graph", "iter_modules", "jit", "merge", "nn",

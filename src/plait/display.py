@@ -23,11 +23,12 @@ def graph_repr(node: Any) -> str:
 
 
 def _repr(value: Any, indent: str, seen: dict[int, str], path: str) -> str:
+    if isinstance(value, (Object, Variable)) and id(value) in seen:
+        return f"{type(value).__name__}(<same object as `{seen[id(value)] or '<root>'}`>)"
     if isinstance(value, Variable):
+        seen[id(value)] = path
         return repr(value)
     if isinstance(value, Object):
-        if id(value) in seen:
-            return f"{type(value).__name__}(...)  # same object as `{seen[id(value)] or '<root>'}`"
         seen[id(value)] = path
         inner = indent + "  "
         lines = [f"{type(value).__name__}("]

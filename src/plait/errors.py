@@ -14,6 +14,7 @@ __all__ = [
     "GraphError",
     "FilterError",
     "RngError",
+    "MissingStreamError",
     "StateError",
     "TransformError",
 ]
@@ -37,6 +38,10 @@ class FilterError(PlaitError, TypeError):
 
 class RngError(PlaitError, ValueError):
     """An RNG stream is missing, or would be drawn in a way that repeats keys."""
+
+
+class MissingStreamError(RngError, AttributeError):
+    """No RNG stream of that name and no ``default`` (an AttributeError too, so ``hasattr`` works)."""
 
 
 class StateError(PlaitError, ValueError):

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from . import object as _object
-from .errors import GraphError
+from .errors import AxisError, GraphError
 from .filters import Filter, to_predicate
 from .object import Dict, List, Object
 from .state import State
@@ -134,10 +134,14 @@ class GraphDef:
 class Flat:
     """A flattening: the GraphDef, the node objects by index, and the leaves."""
 
-    __slots__ = ("graphdef", "objs", "leaves", "slots")
+    __slots__ = ("graphdef", "objs", "leaves", "slots", "cacheable", "node_paths", "post")
 
-    def __init__(self, graphdef: GraphDef, objs: list, leaves: list) -> None:
+    def __init__(self, graphdef: GraphDef, objs: list, leaves: list, cacheable: bool = True,
+                 node_paths: list | None = None, post: list | None = None) -> None:
         self.graphdef = graphdef
+        self.node_paths = node_paths or []
+        self.post = post or []
+        self.cacheable = cacheable and not graphdef.has_raw_leaves
         self.objs = objs
         self.leaves = leaves
         # The Variable that holds each leaf (None for raw arrays): where values are written.
@@ -155,7 +159,8 @@ def _roots_of(flat: Flat) -> list:
 
 
 class _Flattener:
-    __slots__ = ("nodes", "objs", "index", "leaves", "leaf_paths", "leaf_nodes", "leaf_owners", "owner")
+    __slots__ = ("nodes", "objs", "index", "leaves", "leaf_paths", "leaf_nodes", "leaf_owners", "owner", "untracked",
+                 "node_paths", "post")
 
     def __init__(self) -> None:
         self.nodes: list = []
@@ -166,6 +171,11 @@ class _Flattener:
         self.leaf_nodes: list = []
         self.leaf_owners: list = []
         self.owner: tuple | None = None
+        # A plain list/dict inside a module (e.g. in a NamedTuple attribute) can change without
+        # telling anyone, so a flattening that contains one must not be cached.
+        self.untracked = False
+        self.node_paths: list = []  # path of each node at its first visit
+        self.post: list = []  # ("node", i) / ("leaf", k), children before parents (for iter_graph)
 
     def ref(self, value: Any, path: tuple) -> Any:
         if isinstance(value, Variable):
@@ -183,6 +193,8 @@ class _Flattener:
             self.leaf_owners.append(self.owner)
             meta = value._meta
             self.nodes.append((VAR, type(value), _static_items(meta) if meta else (), k))
+            self.node_paths.append(path)
+            self.post.append(("node", i))
             return i
         if isinstance(value, Object):
             i = self.index.get(id(value))
@@ -192,6 +204,7 @@ class _Flattener:
             self.index[id(value)] = i
             self.objs.append(value)
             self.nodes.append(None)
+            self.node_paths.append(path)
             object.__setattr__(value, "_plait_seen", True)
             saved = self.owner
             items = []
@@ -200,8 +213,11 @@ class _Flattener:
                 items.append((name, self.ref(attr, path + (name,))))
             self.owner = saved
             self.nodes[i] = (OBJ, type(value), tuple(items))
+            self.post.append(("node", i))
             return i
         t = type(value)
+        if (t is list or t is dict) and self.owner is not None:
+            self.untracked = True
         if t is list or t is List:
             return ("list", t, tuple([self.ref(v, path + (j,)) for j, v in enumerate(value)]))
         if t is tuple:
@@ -215,12 +231,14 @@ class _Flattener:
             self.leaf_paths.append(path)
             self.leaf_nodes.append(-1)
             self.leaf_owners.append(self.owner)
+            self.post.append(("leaf", k))
             return ("leaf", k)
         if t in _SIMPLE_STATIC:
-            return ("static", value)
-        pairs, treedef = jax.tree_util.tree_flatten_with_path(value, is_leaf=is_graph_node)
+            return ("static", value, t)  # the type too: 1, 1.0 and True are different structure
+        # One level at a time, so containers inside other pytrees are seen by this walk.
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(value, is_leaf=lambda x: x is not value)
         if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # opaque to JAX: static
-            return ("static", _hashable(value))
+            return ("static", _hashable(value), t)
         return ("tree", treedef, tuple([self.ref(v, path + _key_path(kp)) for kp, v in pairs]))
 
 
@@ -258,7 +276,7 @@ def flatten(roots: tuple) -> tuple[Flat, list]:
     gd = GraphDef(
         tuple(f.nodes), root_refs, tuple(f.leaf_paths), tuple(f.leaf_nodes), tuple(f.leaf_owners)
     )
-    flat = Flat(gd, f.objs, f.leaves)
+    flat = Flat(gd, f.objs, f.leaves, cacheable=not f.untracked, node_paths=f.node_paths, post=f.post)
     return flat, f.leaves
 
 
@@ -286,7 +304,7 @@ def flatten_cached(roots: tuple) -> Flat:
         _CACHE_EPOCH = _object.STRUCTURE_EPOCH
     if len(_CACHE) > 64:
         _CACHE.clear()
-    if not flat.graphdef.has_raw_leaves:
+    if flat.cacheable:
         _CACHE[key] = (roots, flat)
     return flat
 
@@ -435,9 +453,14 @@ def _leaf_entries(flat: Flat, leaves: list) -> list[tuple[tuple, Any]]:
 
 
 def _check_node(node: Any, what: str) -> None:
-    if not is_graph_node(node):
+    if isinstance(node, Variable):
         raise GraphError(
-            f"{what} expects a module, Variable or Rngs, got a {type(node).__name__}.\n"
+            f"{what} expects a module or Rngs; a {type(node).__name__} on its own has no paths to put in a State.\n"
+            "Use variable.value, variable.copy(), or pass the module that holds it."
+        )
+    if not isinstance(node, Object):
+        raise GraphError(
+            f"{what} expects a module or Rngs, got a {type(node).__name__}.\n"
             "Pass the module itself, e.g. nnx.state(model)."
         )
 
@@ -592,13 +615,27 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
 
 
 def clone(node: Any) -> Any:
-    """A deep copy of a graph (sharing inside it is preserved; arrays are shared)."""
-    gd, st = split(node)
-    return merge(gd, st)
+    """A deep copy of a graph (sharing inside it is preserved; arrays are shared).
+
+    Example:
+        >>> import plait as nnx
+        >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        >>> copy = nnx.clone(model)
+        >>> copy is model, copy.kernel is model.kernel
+        (False, False)
+    """
+    if isinstance(node, Variable):
+        return node.copy()
+    _check_node(node, "clone")
+    flat = flatten_cached((node,))
+    roots, _ = unflatten(flat.graphdef, flat.current_leaves())
+    return roots[0]
 
 
 def pop(node: Any, *filters: Filter) -> Any:
     """Remove the Variables the filters select from the graph and return them as State.
+
+    A Variable reachable by several paths is removed from all of them.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -613,24 +650,51 @@ def pop(node: Any, *filters: Filter) -> Any:
         raise GraphError("pop needs at least one filter, e.g. nnx.pop(model, nnx.Intermediate)")
     found = state(node, *filters)
     found_states = found if isinstance(found, tuple) else (found,)
+    flat = flatten_cached((node,))
+    gd = flat.graphdef
+    index = gd.path_index()
+    doomed = set()
     for s in found_states:
         for path, _ in s.flat_state():
-            parent = node
-            for part in path[:-1]:
-                parent = getattr(parent, part) if isinstance(parent, Object) else parent[part]
-            if isinstance(parent, Object):
-                delattr(parent, path[-1])
-            elif isinstance(parent, dict):
-                del parent[path[-1]]
-            else:
-                raise GraphError(f"pop: cannot remove `{_path_text(path)}` from a {type(parent).__name__}")
+            n = gd.leaf_nodes[index[path]]
+            if n < 0:
+                raise GraphError(f"pop: `{_path_text(path)}` is a plain array, not a Variable; only Variables can be popped")
+            doomed.add(n)
+    for i, nd in enumerate(gd.nodes):
+        if nd[0] != OBJ:
+            continue
+        obj = flat.objs[i]
+        for name, ref in nd[2]:
+            if type(ref) is int and ref in doomed:
+                delattr(obj, name)
+            elif type(ref) is not int:
+                _remove_refs(obj.__dict__[name], ref, doomed, name)
     return found
+
+
+def _remove_refs(value: Any, ref: Any, doomed: set, where: Any) -> None:
+    """Delete entries of containers that point to doomed nodes (dicts only; lists would shift)."""
+    tag = ref[0]
+    if tag == "dict":
+        for key, r in zip(ref[2], ref[3]):
+            if type(r) is int and r in doomed:
+                del value[key]
+            elif type(r) is not int:
+                _remove_refs(value[key], r, doomed, key)
+    elif tag in ("list", "tuple"):
+        refs = ref[2] if tag == "list" else ref[1]
+        for j, r in enumerate(refs):
+            if type(r) is int and r in doomed:
+                raise GraphError(f"pop: cannot remove a Variable from a {tag} (at {where!r}[{j}]); hold it in an attribute or a dict")
+            if type(r) is not int:
+                _remove_refs(value[j], r, doomed, j)
 
 
 def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
     """Yield ``(path, value)`` for every Object, Variable and array, children first.
 
-    Each shared object is visited once, at its first path.
+    Each shared object is visited once, at its first path. ``node`` may also be a tuple,
+    list or dict holding modules.
 
     Example:
         >>> import plait as nnx
@@ -638,27 +702,13 @@ def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
         >>> [p for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
         [('kernel',), ('bias',)]
     """
-    seen: set[int] = set()
-
-    def walk(value: Any, path: tuple) -> Iterator[tuple[tuple, Any]]:
-        if is_graph_node(value):
-            if id(value) in seen:
-                return
-            seen.add(id(value))
-            if isinstance(value, Object):
-                for name, attr in list(value.__dict__.items()):
-                    yield from walk(attr, path + (name,))
-            yield path, value
-        elif type(value) in (list, tuple, List):
-            for j, v in enumerate(value):
-                yield from walk(v, path + (j,))
-        elif type(value) in (dict, Dict):
-            for k, v in list(value.items()):
-                yield from walk(v, path + (k,))
-        elif isinstance(value, ARRAY_TYPES):
-            yield path, value
-
-    yield from walk(node, ())
+    flat, leaves = flatten((node,))
+    gd = flat.graphdef
+    for kind, i in flat.post:
+        if kind == "node":
+            yield flat.node_paths[i][1:], flat.objs[i]
+        else:
+            yield gd.leaf_paths[i][1:], leaves[i]
 
 
 def ref_leaves(ref: Any) -> list[int]:
@@ -685,3 +735,40 @@ def ref_shape(ref: Any) -> Any:
         return "leaf"
     pos = {"list": 2, "tuple": 1, "dict": 3, "tree": 2}[ref[0]]
     return ref[:pos] + (tuple(ref_shape(r) for r in ref[pos]),)
+
+
+def ref_text(ref: Any, graphdef: GraphDef) -> str:
+    """A ref described for a person: ``a tuple of (an array, a Linear)``."""
+    if type(ref) is int:
+        return f"a {graphdef.nodes[ref][1].__name__}"
+    tag = ref[0]
+    if tag == "leaf":
+        return "an array"
+    if tag == "static":
+        return repr(ref[1])
+    if tag == "dict":
+        inner = ", ".join(f"{k!r}: {ref_text(r, graphdef)}" for k, r in zip(ref[2], ref[3]))
+        return f"a dict {{{inner}}}"
+    refs = ref[2] if tag in ("list", "tree") else ref[1]
+    kind = {"list": "list", "tuple": "tuple", "tree": str(ref[1])}[tag]
+    return f"a {kind} of {len(refs)} ({', '.join(ref_text(r, graphdef) for r in refs)})"
+
+
+def check_prefix(spec: Any, ref: Any, graphdef: GraphDef, where: str) -> None:
+    """A tuple/list/dict spec must match the structure of the value it describes, entry for entry."""
+    if isinstance(spec, (tuple, list)):
+        if type(ref) is int or ref[0] not in ("tuple", "list"):
+            raise AxisError(f"{where} is a {type(spec).__name__} of {len(spec)}, but the value is {ref_text(ref, graphdef)}")
+        refs = ref[2] if ref[0] == "list" else ref[1]
+        if len(refs) != len(spec):
+            raise AxisError(
+                f"{where} has {len(spec)} entries, but the value it describes has {len(refs)}: "
+                f"{ref_text(ref, graphdef)}. Give one entry per element."
+            )
+        for i, (s, r) in enumerate(zip(spec, refs)):
+            check_prefix(s, r, graphdef, f"{where}[{i}]")
+    elif isinstance(spec, dict):
+        if type(ref) is int or ref[0] != "dict" or set(ref[2]) != set(spec):
+            raise AxisError(f"{where} has keys {sorted(map(str, spec))}, but the value is {ref_text(ref, graphdef)}")
+        for k, r in zip(ref[2], ref[3]):
+            check_prefix(spec[k], r, graphdef, f"{where}[{k!r}]")

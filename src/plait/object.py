@@ -42,8 +42,12 @@ def track(value: Any) -> Any:
         return List(value)
     if t is dict:
         return Dict(value)
-    if t is tuple and any(type(v) in (list, dict, tuple) for v in value):
+    if t is tuple and any(type(v) in (list, dict, tuple) or hasattr(type(v), "_fields") for v in value):
         return tuple(track(v) for v in value)
+    if isinstance(value, tuple) and hasattr(t, "_fields"):  # a NamedTuple (optax states are)
+        items = [track(v) for v in value]
+        if any(a is not b for a, b in zip(items, value)):
+            return t(*items)
     return value
 
 
@@ -82,8 +86,8 @@ class Object:
         return graph_repr(self)
 
 
-def _mutator(name: str):
-    base = getattr(list, name, None) or getattr(dict, name)
+def _mutator(base_type: type, name: str):
+    base = getattr(base_type, name)
 
     def method(self, *args, **kwargs):
         structure_changed()
@@ -130,13 +134,13 @@ class List(list):
         self.extend(values)
         return self
 
-    __delitem__ = _mutator("__delitem__")
-    pop = _mutator("pop")
-    remove = _mutator("remove")
-    clear = _mutator("clear")
-    sort = _mutator("sort")
-    reverse = _mutator("reverse")
-    __imul__ = _mutator("__imul__")
+    __delitem__ = _mutator(list, "__delitem__")
+    pop = _mutator(list, "pop")
+    remove = _mutator(list, "remove")
+    clear = _mutator(list, "clear")
+    sort = _mutator(list, "sort")
+    reverse = _mutator(list, "reverse")
+    __imul__ = _mutator(list, "__imul__")
 
 
 class Dict(dict):
@@ -168,11 +172,11 @@ class Dict(dict):
         structure_changed()
         return dict.setdefault(self, key, track(default))
 
-    __delitem__ = _mutator("__delitem__")
-    pop = _mutator("pop")
-    popitem = _mutator("popitem")
-    clear = _mutator("clear")
-    __ior__ = _mutator("__ior__")
+    __delitem__ = _mutator(dict, "__delitem__")
+    pop = _mutator(dict, "pop")
+    popitem = _mutator(dict, "popitem")
+    clear = _mutator(dict, "clear")
+    __ior__ = _mutator(dict, "__ior__")
 
 
 def _register_containers() -> None:
@@ -185,15 +189,22 @@ def _register_containers() -> None:
         flatten_func=lambda xs: (tuple(xs), None),
     )
 
-    def dict_flatten(d):
-        keys = tuple(d)
+    def sorted_keys(d):  # the order jax uses for dict, so Dict and dict flatten alike
+        try:
+            return tuple(sorted(d))
+        except TypeError:
+            return tuple(d)
+
+    def dict_flatten_with_keys(d):
+        keys = sorted_keys(d)
         return tuple((jax.tree_util.DictKey(k), d[k]) for k in keys), keys
 
+    def dict_flatten(d):
+        keys = sorted_keys(d)
+        return tuple(d[k] for k in keys), keys
+
     jax.tree_util.register_pytree_with_keys(
-        Dict,
-        dict_flatten,
-        lambda keys, vs: Dict(zip(keys, vs)),
-        flatten_func=lambda d: (tuple(d.values()), tuple(d)),
+        Dict, dict_flatten_with_keys, lambda keys, vs: Dict(zip(keys, vs)), flatten_func=dict_flatten
     )
 
 

@@ -33,8 +33,24 @@ from .variables import OptState, Param, Variable
 __all__ = ["Optimizer"]
 
 
+def _is_variable(x: Any) -> bool:
+    return isinstance(x, Variable)
+
+
 def _to_pure(tree: Any) -> Any:
-    return jax.tree.map(lambda v: v._value if isinstance(v, Variable) else v, tree, is_leaf=lambda x: isinstance(x, Variable))
+    """Values instead of Variables, and plain dicts/lists instead of plait's tracked ones."""
+    if isinstance(tree, Variable):
+        return tree._value
+    if isinstance(tree, State):
+        return tree.to_pure_dict()
+    if isinstance(tree, dict):
+        return {k: _to_pure(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_to_pure(v) for v in tree]
+    if isinstance(tree, tuple):
+        items = [_to_pure(v) for v in tree]
+        return type(tree)(*items) if hasattr(type(tree), "_fields") else tuple(items)
+    return jax.tree.map(lambda v: v._value if isinstance(v, Variable) else v, tree, is_leaf=_is_variable)
 
 
 class Optimizer(Object):
@@ -60,6 +76,7 @@ class Optimizer(Object):
         new_params = optax.apply_updates(pure_params, updates)
         params.replace_by_pure_dict(new_params)
         update(self.model, params)
-        jax.tree.map(lambda var, value: var.set_value(value), self.opt_state, new_opt_state,
-                     is_leaf=lambda x: isinstance(x, Variable))
+        # plait's Dict flattens in sorted key order, like dict, so the leaves line up.
+        for var, value in zip(jax.tree.leaves(self.opt_state, is_leaf=_is_variable), jax.tree.leaves(new_opt_state)):
+            var.value = value
         self.step.value = self.step.value + 1

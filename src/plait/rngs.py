@@ -38,7 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .errors import RngError
+from .errors import MissingStreamError, RngError
 from .filters import Filter, to_predicate
 from .graph import iter_graph
 from .object import Object
@@ -138,7 +138,7 @@ class Rngs(Object):
         names = list(self.streams())
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"\nDid you mean {close[0]!r}?" if close else ""
-        raise RngError(
+        raise MissingStreamError(
             f"no RNG stream {name!r} and no 'default' stream to fall back to "
             f"(streams: {', '.join(names) or 'none'}){hint}\n"
             f"Create it: nnx.Rngs({name}=0), or give a default: nnx.Rngs(0)"
@@ -184,11 +184,19 @@ class SplitBackups:
     Also a context manager: ``with nnx.split_rngs(rngs, splits=4): ...``.
     """
 
-    def __init__(self, entries: list[tuple[RngStream, Any, Any]]) -> None:
-        self.entries = entries
+    def __init__(self, entries: list[tuple[RngStream, Any, Any, Any]]) -> None:
+        self.entries = entries  # (stream, key, count before the split's draw, count after it)
 
     def restore(self) -> None:
-        for stream, key, count in self.entries:
+        """Put the unsplit keys back; the counts keep the draw each split consumed."""
+        for stream, key, _, count in self.entries:
+            stream.key.value = key
+            stream.count.value = count
+        self.entries = []
+
+    def rollback(self) -> None:
+        """Undo the splits entirely, draws included (used when a split fails part way)."""
+        for stream, key, count, _ in self.entries:
             stream.key.value = key
             stream.count.value = count
         self.entries = []
@@ -223,8 +231,9 @@ def _split_streams(node: Any, splits: int | tuple[int, ...], only: Filter, squee
                     "Put the inner split_rngs inside the vmap/scan that maps the outer split, "
                     "so that it sees one key per lane."
                 )
+            before = value.count.value
             key = value()  # the split consumes one draw: the next split gives new keys
-            entries.append((value, value.key.value, value.count.value))
+            entries.append((value, value.key.value, before, value.count.value))
             if squeeze:
                 new_key = key
             else:
@@ -232,7 +241,7 @@ def _split_streams(node: Any, splits: int | tuple[int, ...], only: Filter, squee
             value.key.value = new_key
             value.count.value = jnp.zeros(jnp.shape(new_key), jnp.uint32)
     except BaseException:
-        SplitBackups(entries).restore()
+        SplitBackups(entries).rollback()
         raise
     return SplitBackups(entries)
 

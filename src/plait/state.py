@@ -78,10 +78,10 @@ class State(MutableMapping):
         """Same paths, same Variable types, equal values."""
         if not isinstance(other, State):
             return NotImplemented
-        mine, theirs = self.flat_state(), other.flat_state()
-        if [p for p, _ in mine] != [p for p, _ in theirs]:
+        mine, theirs = dict(self.flat_state()), dict(other.flat_state())
+        if mine.keys() != theirs.keys():
             return False
-        return all(_leaf_equal(a, b) for (_, a), (_, b) in zip(mine, theirs))
+        return all(_leaf_equal(leaf, theirs[path]) for path, leaf in mine.items())
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -125,6 +125,8 @@ class State(MutableMapping):
     def replace_by_pure_dict(self, pure_dict: Mapping, replace_fn: Callable | None = None) -> None:
         """Put the values of a pure dict (see :meth:`to_pure_dict`) into this State, in place."""
         for key, value in pure_dict.items():
+            if key not in self._mapping and isinstance(key, str) and key.isdigit() and int(key) in self._mapping:
+                key = int(key)  # checkpoints store list indices as strings
             if key not in self._mapping:
                 raise KeyError(f"State has no entry {key!r}; its keys are {list(self._mapping)}")
             current = self._mapping[key]

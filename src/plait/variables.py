@@ -15,6 +15,7 @@ Python call per Variable on the hot path.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import jax
@@ -33,6 +34,9 @@ __all__ = [
     "RngCount",
     "OptState",
 ]
+
+
+_KEEP = object()
 
 
 class Variable:
@@ -108,10 +112,10 @@ class Variable:
             structure_changed()
         self._meta[name] = value
 
-    def replace(self, value: Any = None, **metadata: Any) -> Variable:
+    def replace(self, value: Any = _KEEP, **metadata: Any) -> Variable:
         """A new Variable of the same type: same metadata (updated), a new value."""
         new = object.__new__(type(self))
-        new._value = self._value if value is None else value
+        new._value = self._value if value is _KEEP else value
         new._meta = {**self._meta, **metadata}
         new._plait_seen = False
         return new
@@ -163,6 +167,9 @@ class Variable:
     def __int__(self) -> int:
         return int(self._value)
 
+    def __round__(self, ndigits: int | None = None) -> Any:
+        return round(self._value, ndigits) if ndigits is not None else round(self._value)
+
     def __index__(self) -> int:
         return self._value.__index__()
 
@@ -195,37 +202,38 @@ def _unwrap(x: Any) -> Any:
     return x._value if isinstance(x, Variable) else x
 
 
-def _binary(name: str):
+# Arithmetic goes through the operator module, so Python's full protocol applies to the value
+# (int + float works, reflected operands are tried): a Variable behaves exactly like its value.
+_OPERATORS = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+    "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow, "matmul": operator.matmul,
+    "and": operator.and_, "or": operator.or_, "xor": operator.xor, "lshift": operator.lshift,
+    "rshift": operator.rshift,
+}
+
+
+def _binary(fn):
+    return lambda self, other: fn(self._value, _unwrap(other))
+
+
+def _reflected(fn):
+    return lambda self, other: fn(_unwrap(other), self._value)
+
+
+def _inplace(fn):
     def op(self, other):
-        return getattr(self._value, name)(_unwrap(other))
-
-    op.__name__ = name
-    return op
-
-
-for _name in (
-    "__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ "
-    "__floordiv__ __rfloordiv__ __mod__ __rmod__ __pow__ __rpow__ __matmul__ __rmatmul__ "
-    "__and__ __rand__ __or__ __ror__ __xor__ __rxor__ __lshift__ __rlshift__ __rshift__ "
-    "__rrshift__ __lt__ __le__ __gt__ __ge__"
-).split():
-    setattr(Variable, _name, _binary(_name))
-
-
-def _inplace(name: str):
-    def op(self, other):
-        self._value = getattr(self._value, name)(_unwrap(other))
+        self.value = fn(self._value, _unwrap(other))
         return self
 
     return op
 
 
-for _name, _base in (
-    ("__iadd__", "__add__"), ("__isub__", "__sub__"), ("__imul__", "__mul__"),
-    ("__itruediv__", "__truediv__"), ("__ifloordiv__", "__floordiv__"), ("__imod__", "__mod__"),
-    ("__ipow__", "__pow__"), ("__imatmul__", "__matmul__"),
-):
-    setattr(Variable, _name, _inplace(_base))
+for _name, _fn in _OPERATORS.items():
+    setattr(Variable, f"__{_name}__", _binary(_fn))
+    setattr(Variable, f"__r{_name}__", _reflected(_fn))
+    setattr(Variable, f"__i{_name}__", _inplace(_fn))
+for _name, _fn in {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}.items():
+    setattr(Variable, f"__{_name}__", _binary(_fn))
 
 
 def _describe_value(value: Any) -> str:

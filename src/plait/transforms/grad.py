@@ -97,10 +97,13 @@ def _diff_specs(argnums: Any, args: tuple, transform: str) -> list[tuple[int, An
                 f"{len(args)} positional argument(s)"
             )
         argnum %= len(args)
-        if filter is None:
-            filter = Param if is_graph_node(args[argnum]) else ...
-        specs.append((argnum, to_predicate(filter)))
+        specs.append((argnum, None if filter is None else to_predicate(filter)))
     return specs
+
+
+def _default_diff(is_variable: bool, owned: bool, value: Any) -> bool:
+    """Without a filter: a module's Params, and the arrays of plain data (not those inside modules)."""
+    return isinstance(value, Param) if is_variable else not owned
 
 
 def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_value):
@@ -116,7 +119,12 @@ def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_v
             if path[0] != argnum or k in taken:
                 continue
             slot = call.flat.slots[k]
-            if predicate(path[1:], slot if slot is not None else call.leaves[k]):
+            value = slot if slot is not None else call.leaves[k]
+            if predicate is None:
+                take = _default_diff(slot is not None, gd.leaf_owners[k] is not None, value)
+            else:
+                take = predicate(path[1:], value)
+            if take:
                 chosen.append(k)
                 taken.add(k)
         diff_of.append(chosen)

@@ -15,6 +15,7 @@ leaves to write back without looking.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -86,7 +87,7 @@ def _has_graph(value: Any) -> bool:
         return True
     if type(value) in _PLAIN_FAST or isinstance(value, ARRAY_TYPES):
         return False
-    return any(is_graph_node(leaf) for leaf in jax.tree_util.tree_leaves(value))
+    return any(is_graph_node(leaf) for leaf in jax.tree_util.tree_leaves(value, is_leaf=is_graph_node))
 
 
 class JitWrapped:
@@ -102,6 +103,7 @@ class JitWrapped:
         inline: bool,
     ) -> None:
         self.fun = fun
+        static_argnums, static_argnames = _infer_static(fun, static_argnums, static_argnames)
         self.static_argnums = frozenset(static_argnums)
         self.static_argnames = frozenset(static_argnames)
         self.donate_argnums = frozenset(donate_argnums)
@@ -131,10 +133,7 @@ class JitWrapped:
         return self._slow(args, kwargs)
 
     def _slow(self, args: tuple, kwargs: dict) -> Any:
-        for i in self.static_argnums:
-            if not -len(args) <= i < len(args):
-                raise TransformError(f"jit: static_argnums has {i}, but the function was called with {len(args)} positional argument(s)")
-        static_argnums = {i % len(args) for i in self.static_argnums} if args else set()
+        static_argnums = {i % len(args) for i in self.static_argnums if -len(args) <= i < len(args)}
         node_pos, plain_pos, static_pos = [], [], []
         for i, a in enumerate(args):
             if i in static_argnums:
@@ -154,7 +153,7 @@ class JitWrapped:
         if entry is None:
             entry = self._compile(flat, tuple(node_pos), tuple(plain_pos), tuple(static_pos), graph_kw, len(args))
             self._entries[key] = entry
-        if simple and not flat.graphdef.has_raw_leaves and not kwargs:
+        if simple and flat.cacheable and not kwargs:
             self._last = _Last(_object.STRUCTURE_EPOCH, len(args), tuple((i, args[i]) for i in node_pos),
                                tuple(plain_pos), flat, entry)
         return self._run(flat, entry, args, kwargs)
@@ -211,7 +210,7 @@ class JitWrapped:
             if graph_kw:
                 call_kwargs.update(roots[-1])
             out = fun(*call_args, **call_kwargs)
-            graph_out = any(is_graph_node(leaf) for leaf in jax.tree_util.tree_leaves(out))
+            graph_out = any(is_graph_node(leaf) for leaf in jax.tree_util.tree_leaves(out, is_leaf=is_graph_node))
             col, flat2 = collect(gd, objs, leaves, roots, out if graph_out else None)
             emit = tuple(k for k in range(col.graphdef.num_leaves) if col.changed[k] or k in donated)
             fast = col.same and not graph_out and all(gd.leaf_nodes[k] >= 0 for k in emit)
@@ -228,8 +227,37 @@ class JitWrapped:
         return _Entry(jitted, node_pos, plain_pos, static_pos, graph_kw, n_args)
 
 
+def _infer_static(fun: Callable, argnums: Sequence[int], argnames: Sequence[str]) -> tuple[set, set]:
+    """Like jax.jit: a static argument is static whether it is passed by position or by name."""
+    nums, names = set(argnums), set(argnames)
+    try:
+        params = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        return nums, names
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not any(p.kind == p.VAR_POSITIONAL for p in params):
+        for i in argnums:
+            if not -len(positional) <= i < len(positional):
+                name = getattr(fun, "__name__", "the function")
+                raise TransformError(
+                    f"jit: static_argnums has {i}, but {name} takes {len(positional)} positional argument(s)"
+                )
+    for name in argnames:
+        if name in positional:
+            nums.add(positional.index(name))
+    for i in argnums:
+        if -len(positional) <= i < len(positional):
+            names.add(positional[i])
+    return nums, names
+
+
 def _as_tuple(v: Any) -> tuple:
     return (v,) if isinstance(v, (int, str)) else tuple(v)
+
+
+def _shift(argnums: Any) -> tuple:
+    """Positions after a bound method's ``self`` became the first argument."""
+    return tuple(i + 1 for i in _as_tuple(argnums) if i >= 0)
 
 
 def jit(
@@ -260,4 +288,11 @@ def jit(
             donate_argnums=donate_argnums, keep_unused=keep_unused, inline=inline,
         )
     check_callable(fun, "jit")
+    owner = getattr(fun, "__self__", None)
+    if inspect.ismethod(fun) and is_graph_node(owner):
+        # A bound method of a module: the module is an argument like any other, so its state
+        # is read on every call and written back (not captured as a constant at first trace).
+        jitted = JitWrapped(fun.__func__, _shift(static_argnums), _as_tuple(static_argnames),
+                            _shift(donate_argnums), keep_unused, inline)
+        return functools.update_wrapper(functools.partial(jitted, owner), fun)
     return JitWrapped(fun, _as_tuple(static_argnums), _as_tuple(static_argnames), _as_tuple(donate_argnums), keep_unused, inline)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ..errors import AxisError, StateError, TransformError
-from ..graph import ref_leaves, ref_shape
+from ..graph import check_prefix, ref_leaves, ref_shape, ref_text
 from .axes import Carry, resolve
 from .lift import Call, check_callable, reject_removed_kwargs
 from .messages import rank_error
@@ -86,7 +86,7 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
     call = Call(f, "scan", args, kwargs)
     gd = call.graphdef
     n_args = call.n_args
-    specs = arg_specs(in_axes, args, "scan")
+    specs = arg_specs(in_axes, args, "scan", fun=f)
     carry_in = [i for i, s in enumerate(specs) if s is Carry]
     if len(carry_in) > 1:
         raise TransformError(
@@ -174,9 +174,13 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
                     "but it returned something else. Return (carry, y), or use out_axes=nnx.Carry "
                     "to return only the carry."
                 )
+        if isinstance(out_axes, (tuple, list, dict)):
+            check_prefix(out_axes, out_ref, gd2, "scan: out_axes")
         raw_out = ref_leaves(carry_ref) if carry_ref is not None else []
         if carry_in:
-            _check_carry(call, carry_root_ref, carry_ref, carry_raw_in, raw_out, leaves, flat2.leaves)
+            _check_carry(call, carry_in[0], carry_ref, gd2, carry_raw_in, raw_out, leaves, flat2.leaves)
+        for k in carry_state:
+            _check_same_type(call, k, leaves[k], flat2.leaves[k], call.describe_leaf(k))
         for k in broadcast_state:
             if col.changed[k]:
                 raise StateError(
@@ -223,28 +227,25 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
     return call.write_back(col, full)
 
 
-def _check_carry(call: Call, in_ref: Any, out_ref: Any, raw_in: list, raw_out: list, leaves_in: list, leaves_out: list) -> None:
+def _check_carry(call: Call, position: int, out_ref: Any, gd2: Any, raw_in: list, raw_out: list,
+                 leaves_in: list, leaves_out: list) -> None:
+    in_ref = call.graphdef.roots[position]
     if ref_shape(in_ref) != ref_shape(out_ref):
+        name = call.path_text((position,))
         raise TransformError(
-            "scan: the carry changed structure between steps: it went in as "
-            f"{_structure_text(in_ref)} and came out as {_structure_text(out_ref)}.\n"
+            f"scan: the carry `{name}` changed structure in a step: it went in as "
+            f"{ref_text(in_ref, call.graphdef)} and came out as {ref_text(out_ref, gd2)}.\n"
             "Return a carry of the same structure, shapes and dtypes as the one passed in."
         )
     for k_in, k_out in zip(raw_in, raw_out):
-        a, b = leaves_in[k_in], leaves_out[k_out]
-        if jnp.shape(a) != jnp.shape(b) or jnp.result_type(a) != jnp.result_type(b):
-            raise TransformError(
-                f"scan: the carry `{call.path_text(call.graphdef.leaf_paths[k_in])}` went in with shape "
-                f"{tuple(jnp.shape(a))} and dtype {jnp.result_type(a)} but came out with shape "
-                f"{tuple(jnp.shape(b))} and dtype {jnp.result_type(b)}.\n"
-                "A carry keeps its shape and dtype from step to step; cast or reshape it inside the step."
-            )
+        what = f"the carry `{call.path_text(call.graphdef.leaf_paths[k_in])}`"
+        _check_same_type(call, k_in, leaves_in[k_in], leaves_out[k_out], what)
 
 
-def _structure_text(ref: Any) -> str:
-    shape = ref_shape(ref)
-    if shape == "leaf":
-        return "an array"
-    if type(shape) is int:
-        return "a module"
-    return repr(shape).replace("'leaf'", "array")
+def _check_same_type(call: Call, k: int, a: Any, b: Any, what: str) -> None:
+    if jnp.shape(a) != jnp.shape(b) or jnp.result_type(a) != jnp.result_type(b):
+        raise TransformError(
+            f"scan: {what} went into a step with shape {tuple(jnp.shape(a))} and dtype {jnp.result_type(a)} "
+            f"but came out with shape {tuple(jnp.shape(b))} and dtype {jnp.result_type(b)}.\n"
+            "Carried values keep their shape and dtype from step to step; cast or reshape inside the step."
+        )

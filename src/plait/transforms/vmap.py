@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from ..errors import AxisError, StateError, TransformError
-from ..graph import is_graph_node
+from ..graph import check_prefix, flatten, is_graph_node
 from .axes import Carry, StateAxes, resolve
-from .lift import Call, check_callable, reject_removed_kwargs
+from .lift import Call, arg_names, check_callable, reject_removed_kwargs
 from .messages import rank_error
 
 __all__ = ["vmap"]
@@ -67,7 +67,7 @@ def vmap(
     return vmapped
 
 
-def arg_specs(spec: Any, args: tuple, transform: str, name: str = "in_axes") -> tuple:
+def arg_specs(spec: Any, args: tuple, transform: str, name: str = "in_axes", fun: Callable | None = None) -> tuple:
     """One spec per positional argument (a single spec applies to all of them)."""
     if isinstance(spec, (tuple, list)):
         if len(spec) != len(args):
@@ -79,6 +79,11 @@ def arg_specs(spec: Any, args: tuple, transform: str, name: str = "in_axes") -> 
     else:
         specs = (spec,) * len(args)
     for i, (s, a) in enumerate(zip(specs, args)):
+        if isinstance(s, (tuple, list, dict)):
+            flat, _ = flatten((a,))
+            names = arg_names(fun) if fun is not None else []
+            arg = f" (for `{names[i]}`)" if i < len(names) else ""
+            check_prefix(s, flat.graphdef.roots[0], flat.graphdef, f"{transform}: {name}[{i}]{arg}")
         if isinstance(s, StateAxes) and not is_graph_node(a):
             raise TransformError(
                 f"{transform}: {name}[{i}] is {s!r}, but argument {i} is a {type(a).__name__}, not a module.\n"
@@ -106,7 +111,7 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
     call = Call(f, "vmap", args, kwargs)
     gd = call.graphdef
     n_args = call.n_args
-    specs = arg_specs(in_axes, args, "vmap")
+    specs = arg_specs(in_axes, args, "vmap", fun=f)
     axes: list = []
     for k, path in enumerate(gd.leaf_paths):
         if path[0] >= n_args:  # keyword arguments are mapped on axis 0, as in jax.vmap
@@ -159,6 +164,8 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
             leaves[k] = v
         _, col, flat2 = call.run(leaves)
         gd2 = col.graphdef
+        if isinstance(out_axes, (tuple, list, dict)):
+            check_prefix(out_axes, gd2.roots[-1], gd2, "vmap: out_axes")
         groups: list[list[int]] = [[] for _ in group_axes]
         for k2, path in enumerate(gd2.leaf_paths):
             i = col.input_leaf[k2]
