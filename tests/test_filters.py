@@ -1,0 +1,184 @@
+"""Filters: every kind in plait.filters, applied to a real model."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import pytest
+
+import plait as nnx
+from plait.filters import to_predicate
+
+
+class Net(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0, dropout=1)
+        self.linear = nnx.Linear(2, 3, rngs=rngs)
+        self.dropout = nnx.Dropout(0.5, rngs=rngs)
+        self.stats = nnx.BatchStat(jnp.zeros(3))
+        self.blocks = [nnx.Linear(3, 3, rngs=rngs)]
+
+
+KERNEL = ("linear", "kernel")
+BIAS = ("linear", "bias")
+DEF_KEY = ("dropout", "rngs", "default", "key")
+DEF_COUNT = ("dropout", "rngs", "default", "count")
+DROP_KEY = ("dropout", "rngs", "dropout", "key")
+DROP_COUNT = ("dropout", "rngs", "dropout", "count")
+STATS = ("stats",)
+B_KERNEL = ("blocks", 0, "kernel")
+B_BIAS = ("blocks", 0, "bias")
+
+ALL = [KERNEL, BIAS, DEF_KEY, DEF_COUNT, DROP_KEY, DROP_COUNT, STATS, B_KERNEL, B_BIAS]
+PARAMS = [KERNEL, BIAS, B_KERNEL, B_BIAS]
+RNG = [DEF_KEY, DEF_COUNT, DROP_KEY, DROP_COUNT]
+
+
+def not_in(selected):
+    return [p for p in ALL if p not in selected]
+
+
+CASES = [
+    # types
+    ("Param", nnx.Param, PARAMS),
+    ("BatchStat", nnx.BatchStat, [STATS]),
+    ("RngState", nnx.RngState, RNG),
+    ("RngKey", nnx.RngKey, [DEF_KEY, DROP_KEY]),
+    ("RngCount", nnx.RngCount, [DEF_COUNT, DROP_COUNT]),
+    ("Variable", nnx.Variable, ALL),
+    ("Cache (absent)", nnx.Cache, []),
+    # stream tags
+    ("tag dropout", "dropout", [DROP_KEY, DROP_COUNT]),
+    ("tag default", "default", [DEF_KEY, DEF_COUNT]),
+    ("tag absent", "params", []),
+    # everything / nothing
+    ("ellipsis", ..., ALL),
+    ("True", True, ALL),
+    ("None", None, []),
+    ("False", False, []),
+    # combinators
+    ("Not Param", nnx.Not(nnx.Param), not_in(PARAMS)),
+    ("Not ...", nnx.Not(...), []),
+    ("Not None", nnx.Not(None), ALL),
+    ("All RngKey dropout", nnx.All(nnx.RngKey, "dropout"), [DROP_KEY]),
+    ("All Param blocks", nnx.All(nnx.Param, nnx.PathContains("blocks")), [B_KERNEL, B_BIAS]),
+    ("All empty", nnx.All(), ALL),
+    ("Any BatchStat dropout", nnx.Any(nnx.BatchStat, "dropout"), [DROP_KEY, DROP_COUNT, STATS]),
+    ("Any empty", nnx.Any(), []),
+    ("Not All", nnx.Not(nnx.All(nnx.RngState, "default")), not_in([DEF_KEY, DEF_COUNT])),
+    # paths
+    ("PathContains linear", nnx.PathContains("linear"), [KERNEL, BIAS]),
+    ("PathContains int index", nnx.PathContains(0), [B_KERNEL, B_BIAS]),
+    ("PathContains rngs", nnx.PathContains("rngs"), RNG),
+    ("PathContains kernel", nnx.PathContains("kernel"), [KERNEL, B_KERNEL]),
+    ("PathContains partial name", nnx.PathContains("kern"), []),
+    # collections
+    ("tuple", (nnx.BatchStat, "dropout"), [DROP_KEY, DROP_COUNT, STATS]),
+    ("list", [nnx.RngCount, nnx.PathContains("linear")], [KERNEL, BIAS, DEF_COUNT, DROP_COUNT]),
+    ("nested tuple", (nnx.Not(nnx.Variable), (nnx.BatchStat,)), [STATS]),
+    ("empty tuple", (), []),
+    # predicates
+    ("predicate ndim", lambda path, v: v.value.ndim == 2, [KERNEL, B_KERNEL]),
+    ("predicate path", lambda path, v: path[-1] == "bias", [BIAS, B_BIAS]),
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Net()
+
+
+def selected(state: nnx.State) -> list[tuple]:
+    return [p for p, _ in state.flat_state()]
+
+
+@pytest.mark.parametrize("filter_, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_filter_selects_expected_paths(model, filter_, expected):
+    # nnx.state, State.filter and split(..., f, ...) agree.
+    assert selected(nnx.state(model, filter_)) == expected
+    assert selected(nnx.state(model).filter(filter_)) == expected
+    _, chosen, rest = nnx.split(model, filter_, ...)
+    assert selected(chosen) == expected
+    assert selected(rest) == not_in(expected)
+
+
+def test_filtered_values_are_the_models_values(model):
+    params = nnx.state(model, nnx.Param)
+    assert params.linear.kernel.value is model.linear.kernel.value
+    assert isinstance(params.blocks[0].bias, nnx.Param)
+
+
+def test_predicate_receives_path_and_variable(model):
+    seen = []
+
+    def spy(path, value):
+        seen.append((path, type(value)))
+        return False
+
+    nnx.state(model, spy)
+    assert (KERNEL, nnx.Param) in seen
+    assert (DROP_KEY, nnx.RngKey) in seen
+    assert (STATS, nnx.BatchStat) in seen
+    assert len(seen) == len(ALL)
+
+
+def test_first_matching_filter_wins(model):
+    rng, dropout_tag, rest = nnx.state(model, nnx.RngState, "dropout", ...)
+    assert selected(rng) == RNG
+    assert selected(dropout_tag) == []
+    assert selected(rest) == [KERNEL, BIAS, STATS, B_KERNEL, B_BIAS]
+
+    dropout_tag, rng = nnx.state(model, "dropout", nnx.RngState)
+    assert selected(dropout_tag) == [DROP_KEY, DROP_COUNT]
+    assert selected(rng) == [DEF_KEY, DEF_COUNT]
+
+
+def test_split_with_filters_that_leave_a_remainder(model):
+    with pytest.raises(nnx.FilterError) as info:
+        nnx.split(model, nnx.Param, "dropout")
+    msg = str(info.value)
+    assert "dropout.rngs.default.key" in msg and "stats" in msg
+    assert "dropout.rngs.dropout.key" not in msg
+    assert "..." in msg
+
+
+@pytest.mark.parametrize("bad", [3, 2.5, object(), b"Param"], ids=["int", "float", "object", "bytes"])
+def test_non_filter_raises_filter_error_explaining_filters(model, bad):
+    with pytest.raises(nnx.FilterError) as info:
+        to_predicate(bad)
+    msg = str(info.value)
+    assert "is not a filter" in msg
+    assert type(bad).__name__ in msg
+    # Explains what a filter is and shows an example.
+    assert "Variable type" in msg
+    assert "nnx.Param" in msg
+    assert "..." in msg
+    assert "(path, value) -> bool" in msg
+
+    for use in (
+        lambda: nnx.state(model, bad),
+        lambda: nnx.split(model, bad, ...),
+        lambda: nnx.state(model).filter(bad),
+        lambda: nnx.Not(bad),
+        lambda: nnx.All(nnx.Param, bad),
+        lambda: nnx.state(model, (nnx.Param, bad)),
+    ):
+        with pytest.raises(nnx.FilterError, match="is not a filter"):
+            use()
+
+
+def test_filter_error_is_a_type_error():
+    with pytest.raises(TypeError):
+        to_predicate(3)
+
+
+def test_named_filters_compare_by_what_they_match():
+    assert nnx.Not(nnx.Param) == nnx.Not(nnx.Param)
+    assert hash(nnx.Not(nnx.Param)) == hash(nnx.Not(nnx.Param))
+    assert nnx.Not(nnx.Param) != nnx.Not(nnx.BatchStat)
+    assert nnx.PathContains("a") == nnx.PathContains("a") != nnx.PathContains("b")
+    assert nnx.All(nnx.Param, "x") == nnx.All(nnx.Param, "x")
+    assert nnx.Any(nnx.Param, "x") != nnx.All(nnx.Param, "x")
+    assert to_predicate(nnx.Param) == to_predicate(nnx.Param)
+    assert to_predicate(...) == to_predicate(True)
+    assert to_predicate(None) == to_predicate(False)
+    assert to_predicate((nnx.Param, "x")) == nnx.Any(nnx.Param, "x")
