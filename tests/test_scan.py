@@ -6,48 +6,12 @@ import numpy as np
 import pytest
 
 import plait as nnx
-
-W, D = 8, 3
-
-
-class Block(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.linear = nnx.Linear(W, W, rngs=rngs)
-        self.dropout = nnx.Dropout(0.5, rngs=rngs)
-
-    def __call__(self, x):
-        return self.dropout(self.linear(x))
-
-
-class Counter(nnx.Module):
-    """A Linear with a counter Variable that each step increments."""
-
-    def __init__(self, rngs: nnx.Rngs):
-        self.lin = nnx.Linear(W, W, rngs=rngs)
-        self.count = nnx.BatchStat(jnp.zeros((), jnp.int32))
+from stacks import Block, Counter, D, W, create_counters, create_linears, create_stack  # noqa: F401
 
 
 class Holder(nnx.Module):
     def __init__(self, value):
         self.v = nnx.BatchStat(value)
-
-
-@nnx.split_rngs(splits=D)
-@nnx.vmap(axis_size=D)
-def create_stack(rngs: nnx.Rngs):
-    return Block(rngs)
-
-
-@nnx.split_rngs(splits=D)
-@nnx.vmap(axis_size=D)
-def create_linears(rngs: nnx.Rngs):
-    return nnx.Linear(W, W, rngs=rngs)
-
-
-@nnx.split_rngs(splits=D)
-@nnx.vmap(axis_size=D)
-def create_counters(rngs: nnx.Rngs):
-    return Counter(rngs)
 
 
 def identity_stack(stack):

@@ -26,9 +26,9 @@ import numpy as np
 
 from . import object as _object
 from .errors import AxisError, GraphError
-from .filters import Filter, to_predicate
+from .filters import Filter
 from .object import Dict, List, Object
-from .state import State
+from .state import State, partition
 from .variables import Variable
 
 __all__ = [
@@ -483,7 +483,7 @@ def split(node: Any, *filters: Filter) -> tuple:
     entries = _leaf_entries(flat, flat.current_leaves())
     if not filters:
         return flat.graphdef, State.from_flat_state(entries)
-    parts = _partition(entries, filters)
+    parts = partition(entries, filters)
     if parts[-1]:
         from .errors import FilterError, describe
 
@@ -504,19 +504,6 @@ def _filter_name(f: Any) -> str:
     return "..." if f is Ellipsis else repr(f)
 
 
-def _partition(entries: list, filters: tuple) -> list[list]:
-    predicates = [to_predicate(f) for f in filters]
-    parts: list[list] = [[] for _ in range(len(predicates) + 1)]
-    for path, leaf in entries:
-        for i, predicate in enumerate(predicates):
-            if predicate(path, leaf):
-                parts[i].append((path, leaf))
-                break
-        else:
-            parts[-1].append((path, leaf))
-    return parts
-
-
 def state(node: Any, *filters: Filter) -> Any:
     """The State of a graph: all of it, or one State per filter (first match wins).
 
@@ -531,7 +518,7 @@ def state(node: Any, *filters: Filter) -> Any:
     entries = _leaf_entries(flat, flat.current_leaves())
     if not filters:
         return State.from_flat_state(entries)
-    parts = _partition(entries, filters)
+    parts = partition(entries, filters)
     states = [State.from_flat_state(p) for p in parts[:-1]]
     return states[0] if len(states) == 1 else tuple(states)
 

@@ -141,14 +141,14 @@ class State(MutableMapping):
     def filter(self, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
         """The entries each filter selects (first match wins); one State per filter."""
         all_filters = (first, *filters)
-        parts = _partition(self.flat_state(), all_filters)
+        parts = partition(self.flat_state(), all_filters)
         states = tuple(State.from_flat_state(p) for p in parts[:-1])
         return states[0] if len(states) == 1 else states
 
     def split(self, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
         """Like :meth:`filter`, but every entry must be selected by some filter."""
         all_filters = (first, *filters)
-        parts = _partition(self.flat_state(), all_filters)
+        parts = partition(self.flat_state(), all_filters)
         if parts[-1]:
             from .errors import FilterError
 
@@ -205,7 +205,7 @@ def _flatten_into(state: State, prefix: tuple, out: list) -> None:
             out.append((prefix + (key,), value))
 
 
-def _partition(flat: list, filters: tuple) -> list[list]:
+def partition(flat: list, filters: tuple) -> list[list]:
     predicates = [to_predicate(f) for f in filters]
     parts: list[list] = [[] for _ in range(len(predicates) + 1)]
     for path, leaf in flat:
