@@ -35,7 +35,7 @@ from .graph import (
     update,
 )
 from .module import Module, iter_modules
-from .nn import Dropout, Linear
+from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
@@ -46,11 +46,12 @@ from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount
 __version__ = "0.1.0"
 
 __all__ = [
-    "All", "Any", "AxisError", "BatchStat", "Cache", "Carry", "DiffState", "Dict", "Dropout", "FilterError",
-    "GraphDef", "GraphError", "Intermediate", "Linear", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
+    "All", "Any", "AxisError", "BatchStat", "Cache", "Carry", "DiffState", "Dict", "FilterError",
+    "GraphDef", "GraphError", "Intermediate", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateAxes", "StateError", "TransformError", "Variable", "clone", "filters",
     "flatten", "fork", "grad", "graphdef", "initializers", "iter_graph", "iter_modules", "jit", "merge", "nn",
     "pop", "reseed", "restore_rngs", "scan", "split", "split_rngs", "state", "unflatten", "update",
     "value_and_grad", "vmap",
+    *nn.__all__,
 ]
