@@ -200,11 +200,23 @@ def test_state_axes_on_module_argument():
     assert holder.v.value.shape == ()
 
 
-def test_state_axes_broadcast_rng_state_gives_same_mask_per_lane():
+def test_drawing_broadcast_rng_state_is_an_error_naming_the_stream():
+    stack = create_stack(nnx.Rngs(0))
+    axes = nnx.StateAxes({nnx.RngState: None, ...: 0})
+    count = int(stack.dropout.rngs.default.count.value)
+    with pytest.raises(nnx.RngError) as info:
+        nnx.vmap(lambda b, x: b(x), in_axes=(axes, None))(stack, jnp.ones(W))
+    msg = str(info.value)
+    assert "`b.dropout.rngs.default.count`" in msg and "every lane would get the same key" in msg
+    assert "split_rngs(splits=3)" in msg and "nnx.SameKeys" in msg
+    assert int(stack.dropout.rngs.default.count.value) == count  # nothing was written
+
+
+def test_same_keys_gives_same_mask_per_lane_on_purpose():
     stack = create_stack(nnx.Rngs(0))
     stack.linear.kernel.value = jnp.broadcast_to(jnp.eye(W), (D, W, W))
     stack.linear.bias.value = jnp.zeros((D, W))
-    axes = nnx.StateAxes({nnx.RngState: None, ...: 0})
+    axes = nnx.StateAxes({nnx.RngState: nnx.SameKeys, ...: 0})
     count = int(stack.dropout.rngs.default.count.value)
     y = nnx.vmap(lambda b, x: b(x), in_axes=(axes, None))(stack, jnp.ones(W))
     assert y.shape == (D, W)

@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import filters, initializers, nn
+from . import filters, initializers, nn, transforms
 from .errors import (
     AxisError,
     FilterError,
@@ -40,18 +40,19 @@ from .object import Dict, List, Object
 from .optimizer import Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
 from .state import State
-from .transforms import Carry, DiffState, StateAxes, grad, jit, scan, value_and_grad, vmap
+from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
 from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount, RngKey, RngState, Variable
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "All", "Any", "AxisError", "BatchStat", "Cache", "Carry", "DiffState", "Dict", "FilterError",
+    "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "FilterError",
     "GraphDef", "GraphError", "Intermediate", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
-    "SplitBackups", "State", "StateAxes", "StateError", "TransformError", "Variable", "clone", "filters",
-    "flatten", "fork", "grad", "graphdef", "initializers", "iter_graph", "iter_modules", "jit", "merge", "nn",
-    "pop", "reseed", "restore_rngs", "scan", "split", "split_rngs", "state", "unflatten", "update",
-    "value_and_grad", "vmap",
+    "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
+    "flatten", "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",
+    "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "unflatten", "update",
+
     *nn.__all__,
+    *transforms.__all__,
 ]

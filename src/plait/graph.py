@@ -27,7 +27,7 @@ import numpy as np
 from . import object as _object
 from .errors import AxisError, GraphError
 from .filters import Filter
-from .object import Dict, List, Object
+from .object import Dict, List, Object, trace_state
 from .state import State, partition
 from .variables import Variable
 
@@ -353,9 +353,10 @@ class _Builder:
         raise AssertionError(f"unknown ref {ref!r}")
 
 
-def _new_object(cls: type) -> Object:
+def _new_object(cls: type, trace: Any) -> Object:
     obj = object.__new__(cls)
     object.__setattr__(obj, "_plait_seen", False)
+    object.__setattr__(obj, "_plait_trace", trace)
     return obj
 
 
@@ -369,6 +370,7 @@ def unflatten(graphdef: GraphDef, leaves: list, reuse: list | None = None) -> tu
     nodes = graphdef.nodes
     objs: list = [None] * len(nodes)
     n_reuse = len(reuse) if reuse is not None else 0
+    trace = trace_state()
     for i, nd in enumerate(nodes):
         old = reuse[i] if i < n_reuse else None
         if nd[0] == VAR:
@@ -376,12 +378,13 @@ def unflatten(graphdef: GraphDef, leaves: list, reuse: list | None = None) -> tu
                 old = object.__new__(nd[1])
                 old._meta = dict(nd[2])
                 old._plait_seen = False
+                old._trace = trace
             elif nd[2] != _static_items(old._meta):
                 old._meta = dict(nd[2])
             old._value = leaves[nd[3]]
             objs[i] = old
         else:
-            objs[i] = old if old is not None else _new_object(nd[1])
+            objs[i] = old if old is not None else _new_object(nd[1], trace)
     builder = _Builder(objs, leaves)
     for i, nd in enumerate(nodes):
         if nd[0] != OBJ:
@@ -446,6 +449,7 @@ def _leaf_entries(flat: Flat, leaves: list) -> list[tuple[tuple, Any]]:
             v._value = leaves[k]
             v._meta = slot._meta.copy()
             v._plait_seen = False
+            v._trace = None
             out.append((path[1:], v))
         else:
             out.append((path[1:], leaves[k]))
@@ -588,6 +592,10 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         0.0
     """
     _check_node(node, "update")
+    if node._plait_trace != trace_state():
+        from .object import closed_over_error
+
+        raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update")
     flat = flatten_cached((node,))
     index = flat.graphdef.path_index()
     updates = {}

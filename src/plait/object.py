@@ -20,9 +20,36 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Object", "List", "Dict", "structure_changed"]
+try:
+    from jax.extend.core import get_opaque_trace_state as _get_trace_state
+except ImportError:  # pragma: no cover - older JAX
+    from jax.core import get_opaque_trace_state as _get_trace_state
+
+from .errors import StateError
+
+__all__ = ["Object", "List", "Dict", "structure_changed", "trace_state"]
 
 STRUCTURE_EPOCH = 0
+
+
+def trace_state() -> Any:
+    """An opaque token for the JAX trace now running (compares equal within one trace).
+
+    Objects and Variables remember the trace they were made in. Writing to one from inside
+    a *different* trace means it was closed over by a transformed function instead of being
+    passed in: the write could not be carried back out, so it is refused.
+    """
+    return _get_trace_state(convention="nnx")
+
+
+def closed_over_error(what: str, action: str) -> StateError:
+    return StateError(
+        f"{action} {what} inside a transform it was not passed to: it was closed over, so the "
+        "change could not be carried back out (it would leak a tracer or be lost).\n"
+        "Pass the module that holds it as an argument of the transformed function, e.g. "
+        "nnx.jit(f)(model, x) with def f(model, x): ..., instead of using `model` from the "
+        "enclosing scope."
+    )
 
 
 def structure_changed() -> None:
@@ -63,19 +90,26 @@ class Object:
         0
     """
 
-    __slots__ = ("_plait_seen", "__dict__", "__weakref__")
+    __slots__ = ("_plait_seen", "_plait_trace", "__dict__", "__weakref__")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Object:
         obj = object.__new__(cls)
         object.__setattr__(obj, "_plait_seen", False)
+        object.__setattr__(obj, "_plait_trace", trace_state())
         return obj
 
+    def _check_trace(self, name: str) -> None:
+        if self._plait_trace != trace_state():
+            raise closed_over_error(f"attribute {name!r} of a {type(self).__name__}", "cannot set")
+
     def __setattr__(self, name: str, value: Any) -> None:
+        self._check_trace(name)
         if self._plait_seen:
             structure_changed()
         object.__setattr__(self, name, track(value))
 
     def __delattr__(self, name: str) -> None:
+        self._check_trace(name)
         if self._plait_seen:
             structure_changed()
         object.__delattr__(self, name)

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .object import structure_changed
+from .object import closed_over_error, structure_changed, trace_state
 
 __all__ = [
     "Variable",
@@ -51,7 +51,8 @@ class Variable:
         3.0
     """
 
-    __slots__ = ("_value", "_meta", "_plait_seen")
+    # _trace: the JAX trace this Variable belongs to (None: a value in a State, not checked)
+    __slots__ = ("_value", "_meta", "_plait_seen", "_trace")
 
     def __init__(self, value: Any, **metadata: Any) -> None:
         if isinstance(value, Variable):
@@ -59,6 +60,7 @@ class Variable:
         self._value = value
         self._meta = metadata
         self._plait_seen = False
+        self._trace = trace_state()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -71,13 +73,22 @@ class Variable:
 
     @value.setter
     def value(self, new: Any) -> None:
+        if self._trace is not None and self._trace != trace_state():
+            self._closed_over()
         self._value = new
+
+    def _closed_over(self) -> None:
+        shape = tuple(getattr(self._value, "shape", ()))
+        if isinstance(self, RngCount):
+            tag = self._meta.get("tag")
+            raise closed_over_error(f"RNG stream {tag!r}", "drew from")
+        raise closed_over_error(f"a {type(self).__name__} (shape {shape})", "wrote")
 
     def get_value(self) -> Any:
         return self._value
 
     def set_value(self, new: Any) -> None:
-        self._value = new
+        self.value = new
 
     def __getitem__(self, index: Any) -> Any:
         if index is Ellipsis:
@@ -86,9 +97,9 @@ class Variable:
 
     def __setitem__(self, index: Any, new: Any) -> None:
         if index is Ellipsis:
-            self._value = new
+            self.value = new
         else:
-            self._value = jnp.asarray(self._value).at[index].set(new)
+            self.value = jnp.asarray(self._value).at[index].set(new)
 
     # -- metadata ---------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -118,6 +129,7 @@ class Variable:
         new._value = self._value if value is _KEEP else value
         new._meta = {**self._meta, **metadata}
         new._plait_seen = False
+        new._trace = None
         return new
 
     def copy(self) -> Variable:
@@ -262,6 +274,7 @@ def _register(cls: type) -> None:
         new._value = children[0]
         new._meta = dict(meta)
         new._plait_seen = False
+        new._trace = None
         return new
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import AxisError, TransformError
 from ..filters import Filter, to_predicate
 
-__all__ = ["Carry", "StateAxes", "DiffState"]
+__all__ = ["Carry", "SameKeys", "StateAxes", "DiffState"]
 
 
 class _CarryType:
@@ -37,6 +37,32 @@ class _CarryType:
 Carry = _CarryType()
 
 
+class _SameKeysType:
+    """Broadcast RNG state *on purpose*: every lane (vmap) or step (scan) draws the same keys.
+
+    Drawing from an RNG stream that is broadcast (axis ``None``) is an error, because it
+    silently repeats randomness. Say ``nnx.SameKeys`` instead of ``None`` when that is what
+    you want: ``nnx.StateAxes({nnx.RngState: nnx.SameKeys, ...: None})``. For Variables
+    that are not RNG state it means the same as ``None``.
+    """
+
+    _instance = None
+
+    def __new__(cls) -> _SameKeysType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "nnx.SameKeys"
+
+    def __reduce__(self) -> str:
+        return "SameKeys"
+
+
+SameKeys = _SameKeysType()
+
+
 class StateAxes:
     """Per-Variable axes for one module argument: ``StateAxes({filter: axis, ...})``.
 
@@ -55,8 +81,8 @@ class StateAxes:
         if not items:
             raise TransformError("StateAxes needs at least one {filter: axis} entry, e.g. StateAxes({...: 0})")
         for _, axis in items:
-            if not (axis is None or axis is Carry or type(axis) is int):
-                raise TransformError(f"StateAxes axis must be an int, None or nnx.Carry, got {axis!r}")
+            if not (axis is None or axis is Carry or axis is SameKeys or type(axis) is int):
+                raise TransformError(f"StateAxes axis must be an int, None, nnx.Carry or nnx.SameKeys, got {axis!r}")
         self.filters = tuple(f for f, _ in items)
         self.axes = tuple(a for _, a in items)
         self.predicates = tuple(to_predicate(f) for f in self.filters)
@@ -110,7 +136,7 @@ def resolve(spec: Any, path: tuple, value: Any, describe_leaf: Any, transform: s
     rest = path
     module_path: tuple = ()
     while True:
-        if spec is None or spec is Carry or type(spec) is int:
+        if spec is None or spec is Carry or spec is SameKeys or type(spec) is int:
             return spec
         if isinstance(spec, StateAxes):
             axis = spec.axis_for(rest, value)

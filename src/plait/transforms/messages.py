@@ -34,3 +34,24 @@ def rank_error(call, k: int, axis: int, transform: str, size: int | None) -> Axi
         f"Give it a smaller axis, or do not {verb} it: None in in_axes "
         "(for module state, nnx.StateAxes({Type: None, ...: 0}))."
     )
+
+
+def broadcast_draw_error(call, k: int, transform: str, size: int | None):
+    """A stream broadcast into vmap/scan (axis None) was drawn from: randomness would repeat."""
+    from ..errors import RngError
+
+    n = size if size is not None else "N"
+    unit = "lane" if transform == "vmap" else "step"
+    carry = (
+        "or carry it through the steps:  nnx.StateAxes({nnx.RngState: nnx.Carry, ...: None})\n"
+        if transform == "scan" else ""
+    )
+    return RngError(
+        f"{transform}: {call.describe_leaf(k)} was drawn from, but its RNG stream is broadcast "
+        f"(axis None), so every {unit} would get the same key.\n"
+        f"Split it so that each {unit} draws its own: @nnx.split_rngs(splits={n}) above "
+        f"@nnx.{transform}(...), with axis 0 for the RNG state: nnx.StateAxes({{nnx.RngState: 0, ...: None}})\n"
+        f"{carry}"
+        f"or, if every {unit} should draw the same key on purpose, say so: "
+        "nnx.StateAxes({nnx.RngState: nnx.SameKeys, ...: None})"
+    )

@@ -21,9 +21,10 @@ import jax.numpy as jnp
 
 from ..errors import AxisError, StateError, TransformError
 from ..graph import check_prefix, ref_leaves, ref_shape, ref_text
-from .axes import Carry, resolve
+from ..variables import RngState
+from .axes import Carry, SameKeys, resolve
 from .lift import Call, check_callable, reject_removed_kwargs
-from .messages import rank_error
+from .messages import broadcast_draw_error, rank_error
 from .vmap import arg_specs
 
 __all__ = ["scan"]
@@ -87,6 +88,7 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
     gd = call.graphdef
     n_args = call.n_args
     specs = arg_specs(in_axes, args, "scan", fun=f)
+    same_keys: set[int] = set()  # broadcast RNG state that may be drawn from (nnx.SameKeys)
     carry_in = [i for i, s in enumerate(specs) if s is Carry]
     if len(carry_in) > 1:
         raise TransformError(
@@ -114,6 +116,9 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
                        lambda k=k: call.describe_leaf(k), "scan", "in_axes")
         if axis is Carry and specs[root] is not Carry and not call.is_state(k):
             raise TransformError(f"scan: nnx.Carry must mark a whole argument (or module state in StateAxes): {call.describe_leaf(k)}")
+        if axis is SameKeys:
+            same_keys.add(k)
+            axis = None
         axes.append(axis)
 
     scanned = [k for k, a in enumerate(axes) if type(a) is int]
@@ -182,13 +187,17 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
         for k in carry_state:
             _check_same_type(call, k, leaves[k], flat2.leaves[k], call.describe_leaf(k))
         for k in broadcast_state:
-            if col.changed[k]:
+            if col.changed[k] and k not in same_keys and isinstance(call.flat.slots[k], RngState):
+                raise broadcast_draw_error(call, k, "scan", size)
+            if col.changed[k] and k not in same_keys:
                 raise StateError(
                     f"scan: {call.describe_leaf(k)} is broadcast to every step (axis None) but was written "
                     "inside a step; one value cannot hold a different write per step.\n"
                     "Carry it through the steps instead: in_axes=(nnx.Carry, nnx.StateAxes({<its type>: nnx.Carry, ...: 0}))"
                 )
-        ys_state = [k for k in scanned_state if col.changed[k]]
+        # Scanned state that was written is stacked; SameKeys state writes the same value in
+        # every step, so it is stacked too and step 0's value is written back.
+        ys_state = [k for k in scanned_state + sorted(same_keys) if col.changed[k]]
         in_carry = set(raw_out)
         out_ys, out_ys_axes = [], []
         for k2 in col.out_leaves():
@@ -219,7 +228,10 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
     for k, v in zip(carry_state, carry_state_out):
         full[k] = v
     for k, v in zip(static["ys_state"], ys_state_out):
-        full[k] = jnp.moveaxis(v, 0, axes[k]) if axes[k] % max(jnp.ndim(v), 1) else v
+        if k in same_keys:
+            full[k] = v[0]
+        else:
+            full[k] = jnp.moveaxis(v, 0, axes[k]) if axes[k] % max(jnp.ndim(v), 1) else v
     for k2, v in zip(static["raw_out"], carry_raw_out):
         full[k2] = v
     for k2, axis, v in zip(static["out_ys"], static["out_ys_axes"], ys_out):

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 
 from ..errors import AxisError, StateError, TransformError
 from ..graph import check_prefix, flatten, is_graph_node
-from .axes import Carry, StateAxes, resolve
+from ..variables import RngState
+from .axes import Carry, SameKeys, StateAxes, resolve
 from .lift import Call, arg_names, check_callable, reject_removed_kwargs
-from .messages import rank_error
+from .messages import broadcast_draw_error, rank_error
 
 __all__ = ["vmap"]
 
@@ -94,10 +95,12 @@ def arg_specs(spec: Any, args: tuple, transform: str, name: str = "in_axes", fun
 
 def spec_axes(spec: Any) -> set:
     """Every axis value that appears in a spec tree."""
+    if spec is SameKeys:
+        return {None}
     if spec is None or spec is Carry or type(spec) is int:
         return {spec}
     if isinstance(spec, StateAxes):
-        return set(spec.axes)
+        return {None if a is SameKeys else a for a in spec.axes}
     if isinstance(spec, dict):
         spec = list(spec.values())
     out: set = set()
@@ -113,6 +116,7 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
     n_args = call.n_args
     specs = arg_specs(in_axes, args, "vmap", fun=f)
     axes: list = []
+    same_keys: set[int] = set()  # broadcast RNG state that may be drawn from (nnx.SameKeys)
     for k, path in enumerate(gd.leaf_paths):
         if path[0] >= n_args:  # keyword arguments are mapped on axis 0, as in jax.vmap
             axes.append(0)
@@ -122,6 +126,9 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
                        lambda k=k: call.describe_leaf(k), "vmap", "in_axes")
         if axis is Carry:
             raise TransformError("vmap: nnx.Carry is for scan; in vmap use an int or None")
+        if axis is SameKeys:
+            same_keys.add(k)
+            axis = None
         axes.append(axis)
 
     size = axis_size
@@ -173,6 +180,8 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
                 if not col.changed[k2]:
                     continue
                 axis = axes[i]
+                if axis is None and i not in same_keys and isinstance(call.flat.slots[i], RngState):
+                    raise broadcast_draw_error(call, i, "vmap", size)
             else:
                 slot = flat2.slots[k2]
                 value = slot if slot is not None else flat2.leaves[k2]
@@ -186,6 +195,8 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
                 axis = resolve(spec, path[1:], value, lambda p=path: call.path_text(p), "vmap", name)
                 if axis is Carry:
                     raise TransformError("vmap: nnx.Carry is for scan; in out_axes use an int or None")
+                if axis is SameKeys:
+                    axis = None
             if axis not in group_of:
                 raise AxisError(f"vmap: unexpected axis {axis!r} for `{call.path_text(path)}`")
             groups[group_of[axis]].append(k2)
