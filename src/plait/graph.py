@@ -131,6 +131,11 @@ class GraphDef:
         return f"GraphDef(objects={kinds}, leaves={self.num_leaves})"
 
 
+# A GraphDef is static: as a pytree it has no leaves, so (graphdef, state) pairs pass
+# through raw jax.jit and jax.tree functions.
+jax.tree_util.register_pytree_node(GraphDef, lambda gd: ((), gd), lambda gd, _: gd)
+
+
 class Flat:
     """A flattening: the GraphDef, the node objects by index, and the leaves."""
 
@@ -231,6 +236,16 @@ class _Flattener:
             self.leaf_paths.append(path)
             self.leaf_nodes.append(-1)
             self.leaf_owners.append(self.owner)
+            self.post.append(("leaf", k))
+            return ("leaf", k)
+        if (t is float or t is complex) and self.owner is None:
+            # A Python float passed to a transform is data, as in JAX (grad w.r.t. it, map it);
+            # held by a module it is configuration (epsilon, rate) and stays static.
+            k = len(self.leaves)
+            self.leaves.append(value)
+            self.leaf_paths.append(path)
+            self.leaf_nodes.append(-1)
+            self.leaf_owners.append(None)
             self.post.append(("leaf", k))
             return ("leaf", k)
         if t in _SIMPLE_STATIC:

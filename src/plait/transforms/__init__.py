@@ -1,9 +1,15 @@
 """Lifted JAX transforms: they take modules anywhere in their arguments and write state back."""
 
-from .axes import Carry, DiffState, SameKeys, StateAxes
+from .axes import Carry, DiffState, SameKeys, StateAxes, StateSharding
+from .control import cond, fori_loop, switch, while_loop
+from .functional import cached_partial, call, eval_shape
 from .grad import grad, value_and_grad
 from .jit import jit
+from .remat import checkpoint, remat
 from .scan import scan
 from .vmap import vmap
 
-__all__ = ["Carry", "DiffState", "SameKeys", "StateAxes", "grad", "jit", "scan", "value_and_grad", "vmap"]
+__all__ = [
+    "Carry", "DiffState", "SameKeys", "StateAxes", "StateSharding", "cached_partial", "call", "checkpoint", "cond", "eval_shape",
+    "fori_loop", "grad", "jit", "remat", "scan", "switch", "value_and_grad", "vmap", "while_loop",
+]

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import AxisError, TransformError
 from ..filters import Filter, to_predicate
 
-__all__ = ["Carry", "SameKeys", "StateAxes", "DiffState"]
+__all__ = ["Carry", "SameKeys", "StateAxes", "StateSharding", "DiffState"]
 
 
 class _CarryType:
@@ -110,6 +110,25 @@ class StateAxes:
         return hash(tuple(self.items()))
 
 
+class StateSharding(StateAxes):
+    """Per-Variable shardings for one module argument of ``jit``: ``{filter: sharding}``.
+
+    Example:
+        >>> import jax, plait as nnx
+        >>> replicated = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        >>> nnx.StateSharding({nnx.Param: replicated, ...: None}).axes[1] is None
+        True
+    """
+
+    def __init__(self, filter_shardings: Any) -> None:
+        items = list(filter_shardings.items() if hasattr(filter_shardings, "items") else filter_shardings)
+        if not items:
+            raise TransformError("StateSharding needs at least one {filter: sharding} entry")
+        self.filters = tuple(f for f, _ in items)
+        self.axes = tuple(a for _, a in items)
+        self.predicates = tuple(to_predicate(f) for f in self.filters)
+
+
 class DiffState:
     """For ``grad``: differentiate argument ``argnum`` with respect to the state ``filter`` selects.
 
@@ -131,12 +150,16 @@ class DiffState:
 _NO_MATCH = object()
 
 
-def resolve(spec: Any, path: tuple, value: Any, describe_leaf: Any, transform: str, in_or_out: str) -> Any:
-    """The axis that ``spec`` (a prefix tree) gives the leaf at ``path`` (below the argument)."""
+def resolve(spec: Any, path: tuple, value: Any, describe_leaf: Any, transform: str, in_or_out: str,
+            leaf_types: tuple = ()) -> Any:
+    """The axis that ``spec`` (a prefix tree) gives the leaf at ``path`` (below the argument).
+
+    ``leaf_types`` are further spec values that apply to a whole subtree (shardings).
+    """
     rest = path
     module_path: tuple = ()
     while True:
-        if spec is None or spec is Carry or spec is SameKeys or type(spec) is int:
+        if spec is None or spec is Carry or spec is SameKeys or type(spec) is int or isinstance(spec, leaf_types):
             return spec
         if isinstance(spec, StateAxes):
             axis = spec.axis_for(rest, value)

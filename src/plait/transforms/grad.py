@@ -143,7 +143,7 @@ def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_v
                 raise TransformError(f"{transform}(has_aux=True): the function must return (loss, aux)")
             return result[1]
 
-        result, col, flat2 = call.run(leaves, split_aux)
+        result, col, flat2 = call.run(leaves, select=split_aux)
         loss = result[0] if has_aux else result
         emit = [k2 for k2 in range(col.graphdef.num_leaves) if col.changed[k2]]
         static["col"], static["emit"] = col, emit

@@ -25,11 +25,13 @@ import numpy as np
 from .. import object as _object
 from ..errors import TransformError
 from ..graph import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node, unflatten
-from .lift import Collected, check_callable, collect, write_back
+from .axes import resolve
+from .lift import Collected, check_callable, collect, path_text, write_back
 
 __all__ = ["jit", "JitWrapped"]
 
 _MISSING = object()
+_UNSET = object()
 _PLAIN_FAST = {type(np.zeros(())), np.ndarray, int, float, bool, complex, type(None)}
 try:  # the concrete jax.Array type, so the fast path can check arguments with one set lookup
     _PLAIN_FAST.add(type(jax.numpy.zeros(())))
@@ -101,14 +103,20 @@ class JitWrapped:
         donate_argnums: Sequence[int],
         keep_unused: bool,
         inline: bool,
+        donate_argnames: Sequence[str] = (),
+        in_shardings: Any = _UNSET,
+        out_shardings: Any = _UNSET,
     ) -> None:
         self.fun = fun
         static_argnums, static_argnames = _infer_static(fun, static_argnums, static_argnames)
         self.static_argnums = frozenset(static_argnums)
         self.static_argnames = frozenset(static_argnames)
+        donate_argnums, _ = _infer_static(fun, donate_argnums, donate_argnames)
         self.donate_argnums = frozenset(donate_argnums)
         self.keep_unused = keep_unused
         self.inline = inline
+        self.in_shardings = in_shardings
+        self.out_shardings = out_shardings
         self._entries: dict = {}
         self._last: _Last | None = None
         functools.update_wrapper(self, fun)
@@ -132,7 +140,8 @@ class JitWrapped:
                     return self._run(last.flat, last.entry, args, kwargs)
         return self._slow(args, kwargs)
 
-    def _slow(self, args: tuple, kwargs: dict) -> Any:
+    def _prepare(self, args: tuple, kwargs: dict) -> tuple[Flat, _Entry, bool]:
+        """Flatten the module arguments and find (or compile) the function for their structure."""
         static_argnums = {i % len(args) for i in self.static_argnums if -len(args) <= i < len(args)}
         node_pos, plain_pos, static_pos = [], [], []
         for i, a in enumerate(args):
@@ -153,12 +162,17 @@ class JitWrapped:
         if entry is None:
             entry = self._compile(flat, tuple(node_pos), tuple(plain_pos), tuple(static_pos), graph_kw, len(args))
             self._entries[key] = entry
+        return flat, entry, simple
+
+    def _slow(self, args: tuple, kwargs: dict) -> Any:
+        flat, entry, simple = self._prepare(args, kwargs)
         if simple and flat.cacheable and not kwargs:
-            self._last = _Last(_object.STRUCTURE_EPOCH, len(args), tuple((i, args[i]) for i in node_pos),
-                               tuple(plain_pos), flat, entry)
+            self._last = _Last(_object.STRUCTURE_EPOCH, len(args), tuple((i, args[i]) for i in entry.node_pos),
+                               entry.plain_pos, flat, entry)
         return self._run(flat, entry, args, kwargs)
 
-    def _run(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict) -> Any:
+    def _inputs(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict) -> tuple[list, tuple]:
+        """The leaves, and the positional arguments of the compiled function."""
         if flat.graphdef.has_raw_leaves:
             leaves = flat.current_leaves()
         else:
@@ -170,7 +184,36 @@ class JitWrapped:
         else:
             plain_kw, static_kw = {}, ()
         statics = (tuple([args[i] for i in entry.static_pos]), static_kw)
-        info, values, out = entry.jitted(*leaves, *plain, plain_kw, statics)
+        return leaves, (*leaves, *plain, plain_kw, statics)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        """``jax.stages.Lowered`` for these arguments (inspect HLO, compile ahead of time)."""
+        flat, entry, _ = self._prepare(args, kwargs)
+        return entry.jitted.lower(*self._inputs(flat, entry, args, kwargs)[1])
+
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
+        """``jax.stages.Traced`` for these arguments (inspect the jaxpr)."""
+        flat, entry, _ = self._prepare(args, kwargs)
+        return entry.jitted.trace(*self._inputs(flat, entry, args, kwargs)[1])
+
+    def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
+        """The output's shapes and dtypes, without running; module state is not written."""
+        flat, entry, _ = self._prepare(args, kwargs)
+        info, values, out = entry.jitted.eval_shape(*self._inputs(flat, entry, args, kwargs)[1])
+        if not info.graph_out:
+            return out
+        col = info.collected
+        full: list = [None] * col.graphdef.num_leaves
+        for k2, i in enumerate(col.input_leaf):
+            if i >= 0:
+                full[k2] = jax.ShapeDtypeStruct(jax.numpy.shape(flat.leaves[i]), jax.numpy.result_type(flat.leaves[i]))
+        for k2, v in zip(info.emit, values):
+            full[k2] = v
+        return unflatten(col.graphdef, full)[0][-1]
+
+    def _run(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict) -> Any:
+        leaves, inputs = self._inputs(flat, entry, args, kwargs)
+        info, values, out = entry.jitted(*inputs)
         if info.fast:
             slots = flat.slots
             for k, v in zip(info.emit, values):
@@ -186,6 +229,33 @@ class JitWrapped:
         graph_out = write_back(flat, col, full)
         return graph_out if info.graph_out else out
 
+    def _leaf_shardings(self, flat: Flat, root_arg: list, plain_pos: tuple) -> tuple[list, list] | None:
+        """``in_shardings`` resolved to one sharding per leaf (and per plain argument)."""
+        spec = self.in_shardings
+        if spec is _UNSET:
+            return None
+        gd = flat.graphdef
+        n_args = len(root_arg) and max([*root_arg, *plain_pos]) + 1
+
+        def for_arg(i: int) -> Any:
+            if isinstance(spec, (tuple, list)):
+                if i >= len(spec):
+                    raise TransformError(f"jit: in_shardings has {len(spec)} entries but argument {i} was given")
+                return spec[i]
+            return spec
+
+        per_leaf = []
+        for k, path in enumerate(gd.leaf_paths):
+            arg = root_arg[path[0]]
+            if arg < 0:
+                per_leaf.append(None)
+                continue
+            slot = flat.slots[k]
+            per_leaf.append(resolve(for_arg(arg), path[1:], slot if slot is not None else flat.leaves[k],
+                                    lambda p=path: path_text(self.fun, n_args, False, p), "jit", "in_shardings",
+                                    leaf_types=(jax.sharding.Sharding,)))
+        return per_leaf, [for_arg(i) for i in plain_pos]
+
     def _compile(self, flat: Flat, node_pos: tuple, plain_pos: tuple, static_pos: tuple, graph_kw: tuple, n_args: int) -> _Entry:
         gd = flat.graphdef
         fun = self.fun
@@ -193,6 +263,7 @@ class JitWrapped:
         root_arg = list(node_pos) + ([-1] if graph_kw else [])
         donated = frozenset(k for k, p in enumerate(gd.leaf_paths) if root_arg[p[0]] in self.donate_argnums)
         donate = sorted(donated) + [n_leaves + j for j, i in enumerate(plain_pos) if i in self.donate_argnums]
+        shardings = self._leaf_shardings(flat, root_arg, plain_pos)
 
         def inner(*xs: Any) -> tuple:
             leaves = list(xs[:n_leaves])
@@ -215,14 +286,27 @@ class JitWrapped:
             emit = tuple(k for k in range(col.graphdef.num_leaves) if col.changed[k] or k in donated)
             fast = col.same and not graph_out and all(gd.leaf_nodes[k] >= 0 for k in emit)
             info = _Info(col, emit, fast, graph_out)
-            return info, [flat2.leaves[k] for k in emit], None if graph_out else out
+            values = [flat2.leaves[k] for k in emit]
+            if shardings is not None:  # state keeps the sharding it came in with
+                values = [
+                    jax.lax.with_sharding_constraint(v, shardings[0][col.input_leaf[k]])
+                    if col.input_leaf[k] >= 0 and shardings[0][col.input_leaf[k]] is not None else v
+                    for k, v in zip(emit, values)
+                ]
+            return info, values, None if graph_out else out
 
+        options: dict = {}
+        if shardings is not None:
+            options["in_shardings"] = (*shardings[0], *shardings[1], None)
+        if self.out_shardings is not _UNSET:
+            options["out_shardings"] = (None, None, self.out_shardings)
         jitted = jax.jit(
             inner,
             static_argnums=(n_leaves + n_plain + 1,),
             donate_argnums=tuple(donate),
             keep_unused=self.keep_unused,
             inline=self.inline,
+            **options,
         )
         return _Entry(jitted, node_pos, plain_pos, static_pos, graph_kw, n_args)
 
@@ -255,6 +339,13 @@ def _as_tuple(v: Any) -> tuple:
     return (v,) if isinstance(v, (int, str)) else tuple(v)
 
 
+def _shift_shardings(in_shardings: Any) -> Any:
+    """A bound method's ``self`` gets its state's shardings from no spec (left to XLA)."""
+    if isinstance(in_shardings, (tuple, list)):
+        return (None, *in_shardings)
+    return in_shardings
+
+
 def _shift(argnums: Any) -> tuple:
     """Positions after a bound method's ``self`` became the first argument."""
     return tuple(i + 1 for i in _as_tuple(argnums) if i >= 0)
@@ -266,10 +357,18 @@ def jit(
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
     donate_argnums: int | Sequence[int] = (),
+    donate_argnames: str | Sequence[str] = (),
     keep_unused: bool = False,
     inline: bool = False,
+    in_shardings: Any = _UNSET,
+    out_shardings: Any = _UNSET,
 ) -> Any:
     """Compile ``fun`` with ``jax.jit``; modules in its arguments are updated in place.
+
+    ``in_shardings`` takes, per argument, a ``jax.sharding.Sharding`` or for a module a
+    ``nnx.StateSharding({filter: sharding, ...})``; written state keeps its sharding.
+    ``out_shardings`` applies to the function's output. ``.lower``, ``.trace`` and
+    ``.eval_shape`` work as on a ``jax.jit`` function.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -285,7 +384,8 @@ def jit(
     if fun is _MISSING:
         return functools.partial(
             jit, static_argnums=static_argnums, static_argnames=static_argnames,
-            donate_argnums=donate_argnums, keep_unused=keep_unused, inline=inline,
+            donate_argnums=donate_argnums, donate_argnames=donate_argnames, keep_unused=keep_unused,
+            inline=inline, in_shardings=in_shardings, out_shardings=out_shardings,
         )
     check_callable(fun, "jit")
     owner = getattr(fun, "__self__", None)
@@ -293,6 +393,8 @@ def jit(
         # A bound method of a module: the module is an argument like any other, so its state
         # is read on every call and written back (not captured as a constant at first trace).
         jitted = JitWrapped(fun.__func__, _shift(static_argnums), _as_tuple(static_argnames),
-                            _shift(donate_argnums), keep_unused, inline)
+                            _shift(donate_argnums), keep_unused, inline, _as_tuple(donate_argnames),
+                            _shift_shardings(in_shardings), out_shardings)
         return functools.update_wrapper(functools.partial(jitted, owner), fun)
-    return JitWrapped(fun, _as_tuple(static_argnums), _as_tuple(static_argnames), _as_tuple(donate_argnums), keep_unused, inline)
+    return JitWrapped(fun, _as_tuple(static_argnums), _as_tuple(static_argnames), _as_tuple(donate_argnums),
+                      keep_unused, inline, _as_tuple(donate_argnames), in_shardings, out_shardings)

@@ -123,16 +123,19 @@ class Call:
             return roots[: self.n_args], roots[self.n_args]
         return roots, {}
 
-    def run(self, leaves: list, fun: Callable | None = None) -> tuple[Any, Collected, Flat]:
+    def run(self, leaves: list, select: Callable | None = None, target: Callable | None = None,
+            prefix: tuple = ()) -> tuple[Any, Collected, Flat]:
         """Inside: rebuild inputs from ``leaves``, call the function, collect inputs and output.
 
-        ``fun`` maps the function's raw result to what is collected as the output.
+        ``select`` maps the function's raw result to what is collected as the output;
+        ``target`` replaces the function (a cond branch, a loop body), called with
+        ``*prefix`` before the rebuilt arguments.
         """
         gd = self.flat.graphdef
         roots, objs = enter(gd, leaves)
         args, kwargs = self.split_roots(roots)
-        result = self.fun(*args, **kwargs)
-        out = fun(result) if fun is not None else result
+        result = (target or self.fun)(*prefix, *args, **kwargs)
+        out = select(result) if select is not None else result
         collected, flat2 = collect(gd, objs, leaves, roots, out)
         return result, collected, flat2
 
@@ -147,6 +150,17 @@ class Call:
     def describe_leaf(self, k: int) -> str:
         slot = self.flat.slots[k]
         return describe(self.path_text(self.flat.graphdef.leaf_paths[k]), slot if slot is not None else self.leaves[k])
+
+
+def forward_unchanged(call: Call, collected: Collected, emitted: list[int], values: list) -> list:
+    """All leaves of the output GraphDef: unchanged inputs from the caller, the rest from ``values``."""
+    full: list = [None] * collected.graphdef.num_leaves
+    for k2, i in enumerate(collected.input_leaf):
+        if i >= 0:
+            full[k2] = call.leaves[i]
+    for k2, v in zip(emitted, values):
+        full[k2] = v
+    return full
 
 
 def write_back(flat: Flat, collected: Collected, leaves: list) -> Any:

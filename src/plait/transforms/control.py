@@ -1,0 +1,167 @@
+"""Control flow over modules: ``cond``, ``switch``, ``while_loop``, ``fori_loop``.
+
+``cond``/``switch`` run one branch; each branch gets the operands (modules included) and
+whatever a branch writes is written back. All branches must leave the same structure (the
+same Variables, shapes and dtypes), because only one of them runs.
+
+``while_loop``/``fori_loop`` carry their value, modules included, from one iteration to the
+next; the final state is written back. An iteration must keep the structure, shapes and
+dtypes of the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from ..errors import StateError, TransformError
+from ..graph import flatten, unflatten
+from .lift import Call, check_callable
+
+__all__ = ["cond", "switch", "while_loop", "fori_loop"]
+
+
+def _branches(call: Call, branches: Sequence[Callable], transform: str) -> tuple[list, dict]:
+    infos: dict = {}
+
+    def make(i: int, fun: Callable) -> Callable:
+        def branch(leaves: list) -> list:
+            _, col, flat2 = call.run(list(leaves), target=fun)
+            infos[i] = col
+            return flat2.leaves
+
+        return branch
+
+    for fun in branches:
+        check_callable(fun, transform)
+    return [make(i, fun) for i, fun in enumerate(branches)], infos
+
+
+def _same_structure(call: Call, infos: dict, transform: str) -> Any:
+    first = infos[0]
+    for i in sorted(infos)[1:]:
+        if infos[i].graphdef != first.graphdef:
+            raise TransformError(
+                f"{transform}: branch {i} leaves a different structure than branch 0 (a Variable or "
+                "attribute added, removed, or of another type, or a different output structure). "
+                "Only one branch runs, so every branch must return and leave the same structure."
+            )
+    return first
+
+
+def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any) -> Any:
+    """``true_fun(*operands)`` if ``pred`` else ``false_fun(*operands)``, modules allowed.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> counter = nnx.Variable(jnp.zeros(()))
+        >>> def bump(v): v.value = v.value + 1
+        >>> nnx.cond(True, bump, lambda v: None, counter); float(counter.value)
+        1.0
+    """
+    return switch(jax.numpy.where(pred, 1, 0), (false_fun, true_fun), *operands, transform="cond")
+
+
+def switch(index: Any, branches: Sequence[Callable], *operands: Any, transform: str = "switch") -> Any:
+    """``branches[index](*operands)``, modules allowed; the index is clamped like ``lax.switch``.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> v = nnx.Variable(jnp.ones(()))
+        >>> def double(v): v.value = v.value * 2
+        >>> def negate(v): v.value = -v.value
+        >>> nnx.switch(1, [double, negate], v); float(v.value)
+        -1.0
+    """
+    call = Call(branches[0], transform, operands, {})
+    fns, infos = _branches(call, list(branches), transform)
+    try:
+        leaves = jax.lax.switch(index, fns, call.leaves)
+    except TypeError as e:
+        if len(infos) == len(fns):
+            _same_structure(call, infos, transform)
+        raise TransformError(f"{transform}: the branches return different shapes or dtypes: {e}") from e
+    col = _same_structure(call, infos, transform)
+    return call.write_back(col, leaves)
+
+
+def _loop_value(call: Call, transform: str) -> Any:
+    """The loop's value as one root; the iteration must keep its structure."""
+
+    def step(leaves: list, fun: Callable, prefix: tuple) -> list:
+        roots, _ = unflatten(call.graphdef, list(leaves))
+        out = fun(*prefix, roots[0])
+        flat2, leaves2 = flatten((out,))
+        if flat2.graphdef != call.graphdef:
+            raise TransformError(
+                f"{transform}: the loop body returned a value of a different structure than it was given. "
+                "Return the same structure (same modules, Variables, and containers) every iteration."
+            )
+        for k, (a, b) in enumerate(zip(leaves, leaves2)):
+            if jax.numpy.shape(a) != jax.numpy.shape(b) or jax.numpy.result_type(a) != jax.numpy.result_type(b):
+                raise TransformError(
+                    f"{transform}: `{call.path_text(call.graphdef.leaf_paths[k])}` went into an iteration with "
+                    f"shape {tuple(jax.numpy.shape(a))} and dtype {jax.numpy.result_type(a)} and came out with "
+                    f"shape {tuple(jax.numpy.shape(b))} and dtype {jax.numpy.result_type(b)}; a loop value keeps its type."
+                )
+        return leaves2
+
+    return step
+
+
+def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
+    """``while cond_fun(val): val = body_fun(val)``; ``val`` may hold modules, updated in place.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> v = nnx.Variable(jnp.ones(()))
+        >>> def double(v):
+        ...     v.value = v.value * 2
+        ...     return v
+        >>> out = nnx.while_loop(lambda v: v.value < 10, double, v)
+        >>> out is v, float(v.value)
+        (True, 16.0)
+    """
+    check_callable(cond_fun, "while_loop")
+    check_callable(body_fun, "while_loop")
+    call = Call(body_fun, "while_loop", (init_val,), {})
+    step = _loop_value(call, "while_loop")
+
+    def cond_leaves(leaves: list) -> Any:
+        roots, _ = unflatten(call.graphdef, list(leaves))
+        before = flatten(roots)[1]
+        result = cond_fun(roots[0])
+        after = flatten(roots)[1]
+        if any(a is not b for a, b in zip(before, after)):
+            raise StateError("while_loop: cond_fun wrote state; the condition must only read it")
+        return result
+
+    final = jax.lax.while_loop(cond_leaves, lambda leaves: step(leaves, body_fun, ()), call.leaves)
+    return _finish(call, final)
+
+
+def fori_loop(lower: int, upper: int, body_fun: Callable, init_val: Any, *, unroll: int | bool | None = None) -> Any:
+    """``for i in range(lower, upper): val = body_fun(i, val)``; ``val`` may hold modules.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> v = nnx.Variable(jnp.zeros(()))
+        >>> def add(i, v):
+        ...     v.value = v.value + i
+        ...     return v
+        >>> _ = nnx.fori_loop(0, 4, add, v); float(v.value)
+        6.0
+    """
+    check_callable(body_fun, "fori_loop")
+    call = Call(body_fun, "fori_loop", (init_val,), {})
+    step = _loop_value(call, "fori_loop")
+    kwargs = {} if unroll is None else {"unroll": unroll}
+    final = jax.lax.fori_loop(lower, upper, lambda i, leaves: step(leaves, body_fun, (i,)), call.leaves, **kwargs)
+    return _finish(call, final)
+
+
+def _finish(call: Call, leaves: list) -> Any:
+    roots, _ = unflatten(call.graphdef, list(leaves), call.flat.objs)
+    return roots[0]

@@ -1,0 +1,101 @@
+"""The functional side: ``eval_shape``, ``call`` on a ``(graphdef, state)`` pair, ``cached_partial``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from ..graph import GraphDef, merge, split, unflatten
+from .lift import Call, check_callable
+
+__all__ = ["eval_shape", "call", "cached_partial"]
+
+
+def eval_shape(f: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Run ``f`` abstractly: the result has ``jax.ShapeDtypeStruct`` where arrays would be.
+
+    Nothing runs, so nothing is written back; the result (modules included) is new and
+    abstract. The usual use is building a model without allocating it.
+
+    Example:
+        >>> import plait as nnx
+        >>> abstract = nnx.eval_shape(lambda: nnx.Linear(1024, 1024, rngs=nnx.Rngs(0)))
+        >>> abstract.kernel.value
+        ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
+    """
+    check_callable(f, "eval_shape")
+    lifted = Call(f, "eval_shape", args, kwargs)
+    static: dict = {}
+
+    def pure(leaves: list) -> list:
+        _, col, flat2 = lifted.run(list(leaves))
+        static["col"] = col
+        return flat2.leaves
+
+    shapes = jax.eval_shape(pure, lifted.leaves)
+    roots, _ = unflatten(static["col"].graphdef, shapes)
+    return roots[-1]
+
+
+class _Caller:
+    """``call((graphdef, state)).method(*args)`` -> ``(output, (graphdef, new_state))``."""
+
+    def __init__(self, graphdef: GraphDef, state: Any, path: tuple = ()) -> None:
+        self._graphdef = graphdef
+        self._state = state
+        self._path = path
+
+    def __getattr__(self, name: str) -> _Caller:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Caller(self._graphdef, self._state, self._path + (name,))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, tuple[GraphDef, Any]]:
+        node = merge(self._graphdef, self._state)
+        target = node
+        for name in self._path:
+            target = getattr(target, name)
+        out = target(*args, **kwargs)
+        return out, split(node)
+
+
+def call(graphdef_state: tuple[GraphDef, Any]) -> Any:
+    """Call a module held as ``(graphdef, state)`` purely: returns the output and the new pair.
+
+    The escape hatch for code that wants plain functions, e.g. inside raw ``jax.jit``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, plait as nnx
+        >>> pair = nnx.split(nnx.Dropout(0.5, rngs=nnx.Rngs(0)))
+        >>> @jax.jit
+        ... def forward(pair, x):
+        ...     y, pair = nnx.call(pair)(x)
+        ...     return y, pair
+        >>> y, pair = forward(pair, jnp.ones(4))
+        >>> int(pair[1]["rngs"]["default"]["count"].value)
+        1
+    """
+    graphdef, state = graphdef_state
+    if not isinstance(graphdef, GraphDef):
+        raise TypeError(f"call expects (graphdef, state) as returned by nnx.split, got a {type(graphdef).__name__} first")
+    return _Caller(graphdef, state)
+
+
+def cached_partial(f: Callable, *cached_args: Any) -> Callable:
+    """``f`` with its first arguments fixed; for code written against the reference system.
+
+    plait's ``jit`` already caches the structure of the modules it is called with, so a
+    plain call is as fast; this is ``functools.partial`` with the same meaning.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        >>> forward = nnx.cached_partial(nnx.jit(lambda m, x: m(x)), model)
+        >>> forward(jnp.ones((1, 2))).shape
+        (1, 2)
+    """
+    check_callable(f, "cached_partial")
+    return functools.partial(f, *cached_args)
