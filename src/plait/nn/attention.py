@@ -292,7 +292,7 @@ def _concrete_int(x: Any) -> int:
     """``int(x)``, or -1 when ``x`` is traced (its value is not known until the program runs)."""
     try:
         return int(x)
-    except jax.errors.ConcretizationTypeError:
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
         return -1
 
 

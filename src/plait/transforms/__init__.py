@@ -3,7 +3,7 @@
 from .axes import Carry, DiffState, SameKeys, StateAxes, StateSharding
 from .control import cond, fori_loop, switch, while_loop
 from .functional import cached_partial, call, eval_shape
-from .grad import grad, value_and_grad
+from .grad import grad, jvp, value_and_grad, vjp
 from .jit import jit
 from .remat import checkpoint, remat
 from .scan import scan
@@ -11,5 +11,5 @@ from .vmap import vmap
 
 __all__ = [
     "Carry", "DiffState", "SameKeys", "StateAxes", "StateSharding", "cached_partial", "call", "checkpoint", "cond", "eval_shape",
-    "fori_loop", "grad", "jit", "remat", "scan", "switch", "value_and_grad", "vmap", "while_loop",
+    "fori_loop", "grad", "jit", "jvp", "remat", "scan", "switch", "value_and_grad", "vjp", "vmap", "while_loop",
 ]

@@ -17,13 +17,13 @@ import jax
 
 from ..errors import TransformError
 from ..filters import to_predicate
-from ..graph import _Builder, is_graph_node
+from ..graph import _Builder, flatten, is_graph_node
 from ..state import State
-from ..variables import Param
+from ..variables import Param, Variable
 from .axes import DiffState
-from .lift import Call, check_callable
+from .lift import Call, check_callable, forward_unchanged
 
-__all__ = ["grad", "value_and_grad"]
+__all__ = ["grad", "value_and_grad", "vjp", "jvp"]
 
 _MISSING = object()
 
@@ -109,8 +109,26 @@ def _default_diff(is_variable: bool, owned: bool, value: Any) -> bool:
 def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_value):
     transform = "value_and_grad" if with_value else "grad"
     call = Call(f, transform, args, kwargs)
-    gd = call.graphdef
     specs = _diff_specs(argnums, args, transform)
+    diff_of = _choose(call, specs)
+    diff = [k for chosen in diff_of for k in chosen]
+    static: dict = {}
+    pure = _pure(call, diff, has_aux, transform, static)
+    (value, (emitted, _)), grads = jax.value_and_grad(
+        pure, has_aux=True, holomorphic=holomorphic, allow_int=allow_int
+    )([call.leaves[k] for k in diff])
+    aux = _write_back(call, static, emitted)
+    grad_of = dict(zip(diff, grads))
+    results = [_arg_grads(call, argnum, chosen, grad_of) for (argnum, _), chosen in zip(specs, diff_of)]
+    out = results[0] if not isinstance(argnums, (tuple, list)) else tuple(results)
+    if with_value:
+        return ((value, aux), out) if has_aux else (value, out)
+    return (out, aux) if has_aux else out
+
+
+def _choose(call: Call, specs: list[tuple[int, Any]]) -> list[list[int]]:
+    """For each (argnum, predicate): the leaf indices to differentiate (each leaf once)."""
+    gd = call.graphdef
     diff_of: list[list[int]] = []
     taken: set[int] = set()
     for argnum, predicate in specs:
@@ -128,8 +146,11 @@ def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_v
                 chosen.append(k)
                 taken.add(k)
         diff_of.append(chosen)
-    diff = [k for chosen in diff_of for k in chosen]
-    static: dict = {}
+    return diff_of
+
+
+def _pure(call: Call, diff: list[int], has_aux: bool, transform: str, static: dict) -> Any:
+    """The function of the differentiated leaves: ``-> (output, (written state, aux))``."""
 
     def pure(diff_values: list) -> tuple:
         leaves = list(call.leaves)
@@ -140,35 +161,105 @@ def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_v
             if not has_aux:
                 return None
             if not (isinstance(result, tuple) and len(result) == 2):
-                raise TransformError(f"{transform}(has_aux=True): the function must return (loss, aux)")
+                what = "(loss, aux)" if "grad" in transform else "(output, aux)"
+                raise TransformError(f"{transform}(has_aux=True): the function must return {what}")
             return result[1]
 
         result, col, flat2 = call.run(leaves, select=split_aux)
-        loss = result[0] if has_aux else result
+        output = result[0] if has_aux else result
         emit = [k2 for k2 in range(col.graphdef.num_leaves) if col.changed[k2]]
         static["col"], static["emit"] = col, emit
-        return loss, [flat2.leaves[k2] for k2 in emit]
+        return output, ([flat2.leaves[k2] for k2 in emit], None)
 
-    (value, emitted), grads = jax.value_and_grad(pure, has_aux=True, holomorphic=holomorphic, allow_int=allow_int)(
-        [call.leaves[k] for k in diff]
-    )
+    return pure
+
+
+def _write_back(call: Call, static: dict, emitted: list) -> Any:
     col = static["col"]
-    full: list = [None] * col.graphdef.num_leaves
-    for k2, i in enumerate(col.input_leaf):
-        if i >= 0:
-            full[k2] = call.leaves[i]
-    for k2, v in zip(static["emit"], emitted):
-        full[k2] = v
-    aux = call.write_back(col, full)
+    return call.write_back(col, forward_unchanged(call, col, static["emit"], emitted))
 
-    grad_of = dict(zip(diff, grads))
-    results = []
-    for (argnum, _), chosen in zip(specs, diff_of):
-        results.append(_arg_grads(call, argnum, chosen, grad_of))
-    out = results[0] if not isinstance(argnums, (tuple, list)) else tuple(results)
-    if with_value:
-        return ((value, aux), out) if has_aux else (value, out)
-    return (out, aux) if has_aux else out
+
+def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
+    """``(output, vjp_fn)`` (``(output, vjp_fn, aux)`` with ``has_aux``), modules allowed.
+
+    ``vjp_fn(cotangent)`` returns one gradient per primal: a State of the Params for a
+    module, the same pytree for plain data. State the function writes is written back.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+        >>> y, vjp_fn = nnx.vjp(lambda m, x: m(x), model, jnp.ones((1, 2)))
+        >>> g_model, g_x = vjp_fn(jnp.ones((1, 1)))
+        >>> g_model.kernel.value.tolist(), g_x.shape
+        ([[1.0], [1.0]], (1, 2))
+    """
+    check_callable(f, "vjp")
+    call = Call(f, "vjp", primals, {})
+    specs = [(i, None) for i in range(len(primals))]
+    diff_of = _choose(call, specs)
+    diff = [k for chosen in diff_of for k in chosen]
+    static: dict = {}
+    out, raw_vjp, (emitted, _) = jax.vjp(_pure(call, diff, has_aux, "vjp", static), [call.leaves[k] for k in diff],
+                                        has_aux=True)
+    aux = _write_back(call, static, emitted)
+
+    def vjp_fn(cotangent: Any) -> tuple:
+        (grads,) = raw_vjp(cotangent)
+        grad_of = dict(zip(diff, grads))
+        return tuple(_arg_grads(call, i, chosen, grad_of) for (i, _), chosen in zip(specs, diff_of))
+
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+
+def jvp(f: Callable, primals: tuple, tangents: tuple, *, has_aux: bool = False) -> tuple:
+    """``(output, output_tangent)`` (and ``aux``), modules allowed among the primals.
+
+    A module's tangent is a State with the paths of its Params (missing paths count as
+    zero); plain data's tangent has the primal's structure.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, plait as nnx
+        >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+        >>> t_model = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+        >>> y, t = nnx.jvp(lambda m, x: m(x), (model, jnp.ones((1, 2))), (t_model, jnp.ones((1, 2))))
+        >>> bool(jnp.allclose(t, model.kernel.value.sum()))
+        True
+    """
+    check_callable(f, "jvp")
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise TransformError(f"jvp: {len(primals)} primals but {len(tangents)} tangents; give one tangent per primal")
+    call = Call(f, "jvp", primals, {})
+    specs = [(i, None) for i in range(len(primals))]
+    diff_of = _choose(call, specs)
+    diff = [k for chosen in diff_of for k in chosen]
+    tangent_values = []
+    for (i, _), chosen in zip(specs, diff_of):
+        tangent_values.extend(_tangent_leaves(call, i, chosen, tangents[i]))
+    static: dict = {}
+    out, out_tangent, (emitted, _) = jax.jvp(
+        _pure(call, diff, has_aux, "jvp", static), ([call.leaves[k] for k in diff],), (tangent_values,), has_aux=True
+    )
+    aux = _write_back(call, static, emitted)
+    return (out, out_tangent, aux) if has_aux else (out, out_tangent)
+
+
+def _tangent_leaves(call: Call, argnum: int, chosen: list[int], tangent: Any) -> list:
+    gd = call.graphdef
+    if is_graph_node(call.args[argnum]) or isinstance(tangent, State):
+        given = dict(State(tangent).flat_state()) if not isinstance(tangent, State) else dict(tangent.flat_state())
+        out = []
+        for k in chosen:
+            t = given.get(gd.leaf_paths[k][1:])
+            t = t._value if isinstance(t, Variable) else t
+            out.append(jax.numpy.zeros_like(call.leaves[k]) if t is None else t)
+        return out
+    t_flat, t_leaves = flatten((tangent,))
+    primal_leaves = [k for k in range(gd.num_leaves) if gd.leaf_paths[k][0] == argnum]
+    if len(t_leaves) != len(primal_leaves):
+        raise TransformError(f"jvp: the tangent for primal {argnum} does not have the primal's structure")
+    by_leaf = dict(zip(primal_leaves, t_leaves))
+    return [by_leaf[k] for k in chosen]
 
 
 def _arg_grads(call: Call, argnum: int, chosen: list[int], grad_of: dict) -> Any:
