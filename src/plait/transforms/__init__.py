@@ -7,9 +7,10 @@ from .grad import grad, jvp, value_and_grad, vjp
 from .jit import jit
 from .remat import checkpoint, remat
 from .scan import scan
-from .vmap import vmap
+from .shard_map import shard_map
+from .vmap import pmap, vmap
 
 __all__ = [
     "Carry", "DiffState", "SameKeys", "StateAxes", "StateSharding", "cached_partial", "call", "checkpoint", "cond", "eval_shape",
-    "fori_loop", "grad", "jit", "jvp", "remat", "scan", "switch", "value_and_grad", "vjp", "vmap", "while_loop",
+    "fori_loop", "grad", "jit", "jvp", "pmap", "remat", "scan", "shard_map", "switch", "value_and_grad", "vjp", "vmap", "while_loop",
 ]

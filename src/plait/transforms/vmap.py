@@ -25,7 +25,7 @@ from .axes import Carry, SameKeys, StateAxes, resolve
 from .lift import Call, arg_names, check_callable, reject_removed_kwargs
 from .messages import broadcast_draw_error, rank_error
 
-__all__ = ["vmap"]
+__all__ = ["vmap", "pmap"]
 
 _MISSING = object()
 
@@ -61,11 +61,55 @@ def vmap(
         )
     check_callable(f, "vmap")
 
+    def mapper(inner: Callable, mapped_axes: list, group_axes: tuple, size: int) -> Callable:
+        return jax.vmap(inner, in_axes=(mapped_axes,), out_axes=group_axes, axis_size=size,
+                        axis_name=axis_name, spmd_axis_name=spmd_axis_name)
+
     @functools.wraps(f)
     def vmapped(*args: Any, **kwargs: Any) -> Any:
-        return _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_axis_name)
+        return mapped_call("vmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size)
 
     return vmapped
+
+
+def pmap(
+    f: Callable = _MISSING,  # type: ignore[assignment]
+    *,
+    axis_name: Any = None,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_size: int | None = None,
+    devices: Any = None,
+    backend: str | None = None,
+    **removed: Any,
+) -> Callable:
+    """Like :func:`vmap`, but each lane runs on its own device (``jax.pmap``).
+
+    The mapped size must not exceed the number of devices. Axes, ``StateAxes`` and the
+    rules for state are those of ``vmap``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, plait as nnx
+        >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        >>> n = jax.local_device_count()
+        >>> nnx.pmap(lambda m, x: m(x), in_axes=(None, 0))(model, jnp.ones((n, 2))).shape == (n, 2)
+        True
+    """
+    reject_removed_kwargs("pmap", removed)
+    if f is _MISSING:
+        return functools.partial(pmap, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes,
+                                 axis_size=axis_size, devices=devices, backend=backend)
+    check_callable(f, "pmap")
+
+    def mapper(inner: Callable, mapped_axes: list, group_axes: tuple, size: int) -> Callable:
+        return jax.pmap(inner, axis_name=axis_name, in_axes=(mapped_axes,), out_axes=group_axes,
+                        axis_size=size, devices=devices, backend=backend)
+
+    @functools.wraps(f)
+    def pmapped(*args: Any, **kwargs: Any) -> Any:
+        return mapped_call("pmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size)
+
+    return pmapped
 
 
 def arg_specs(spec: Any, args: tuple, transform: str, name: str = "in_axes", fun: Callable | None = None) -> tuple:
@@ -110,11 +154,16 @@ def spec_axes(spec: Any) -> set:
     return out
 
 
-def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_axis_name):
-    call = Call(f, "vmap", args, kwargs)
+def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwargs: dict, in_axes: Any, out_axes: Any,
+                axis_size: int | None) -> Any:
+    """vmap and pmap: resolve axes per leaf, check them, map, write back.
+
+    ``mapper(inner, in_axes_list, group_axes, size)`` calls the JAX transform.
+    """
+    call = Call(f, transform, args, kwargs)
     gd = call.graphdef
     n_args = call.n_args
-    specs = arg_specs(in_axes, args, "vmap", fun=f)
+    specs = arg_specs(in_axes, args, transform, fun=f)
     axes: list = []
     same_keys: set[int] = set()  # broadcast RNG state that may be drawn from (nnx.SameKeys)
     for k, path in enumerate(gd.leaf_paths):
@@ -123,9 +172,9 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
             continue
         slot = call.flat.slots[k]
         axis = resolve(specs[path[0]], path[1:], slot if slot is not None else call.leaves[k],
-                       lambda k=k: call.describe_leaf(k), "vmap", "in_axes")
+                       lambda k=k: call.describe_leaf(k), transform, "in_axes")
         if axis is Carry:
-            raise TransformError("vmap: nnx.Carry is for scan; in vmap use an int or None")
+            raise TransformError(f"{transform}: nnx.Carry is for scan; in {transform} use an int or None")
         if axis is SameKeys:
             same_keys.add(k)
             axis = None
@@ -139,14 +188,14 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
             continue
         shape = jnp.shape(call.leaves[k])
         if not -len(shape) <= axis < len(shape):
-            raise rank_error(call, k, axis, "vmap", size)
+            raise rank_error(call, k, axis, transform, size)
         n = shape[axis]
         if size is None:
             size, sized_by = n, k
         elif n != size:
             first = f"axis_size={axis_size}" if sized_by is None else f"{call.describe_leaf(sized_by)} has {size}"
             raise AxisError(
-                f"vmap: mapped axes have different sizes: {call.describe_leaf(k)} has {n} on axis {axis}, "
+                f"{transform}: mapped axes have different sizes: {call.describe_leaf(k)} has {n} on axis {axis}, "
                 f"but {first}.\nEvery mapped argument and Variable needs the same size on its mapped axis; "
                 "broadcast the odd one out with None."
             )
@@ -154,7 +203,7 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
         mapped_axes.append(axis)
     if size is None:
         raise TransformError(
-            "vmap: nothing is mapped (every in_axes entry is None), so the axis size is unknown; "
+            f"{transform}: nothing is mapped (every in_axes entry is None), so the axis size is unknown; "
             "pass axis_size=N"
         )
 
@@ -172,7 +221,7 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
         _, col, flat2 = call.run(leaves)
         gd2 = col.graphdef
         if isinstance(out_axes, (tuple, list, dict)):
-            check_prefix(out_axes, gd2.roots[-1], gd2, "vmap: out_axes")
+            check_prefix(out_axes, gd2.roots[-1], gd2, f"{transform}: out_axes")
         groups: list[list[int]] = [[] for _ in group_axes]
         for k2, path in enumerate(gd2.leaf_paths):
             i = col.input_leaf[k2]
@@ -181,7 +230,7 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
                     continue
                 axis = axes[i]
                 if axis is None and i not in same_keys and isinstance(call.flat.slots[i], RngState):
-                    raise broadcast_draw_error(call, i, "vmap", size)
+                    raise broadcast_draw_error(call, i, transform, size)
             else:
                 slot = flat2.slots[k2]
                 value = slot if slot is not None else flat2.leaves[k2]
@@ -192,22 +241,19 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
                     spec, name = specs[root], "in_axes"
                 else:
                     spec, name = 0, "in_axes"
-                axis = resolve(spec, path[1:], value, lambda p=path: call.path_text(p), "vmap", name)
+                axis = resolve(spec, path[1:], value, lambda p=path: call.path_text(p), transform, name)
                 if axis is Carry:
-                    raise TransformError("vmap: nnx.Carry is for scan; in out_axes use an int or None")
+                    raise TransformError(f"{transform}: nnx.Carry is for scan; in out_axes use an int or None")
                 if axis is SameKeys:
                     axis = None
             if axis not in group_of:
-                raise AxisError(f"vmap: unexpected axis {axis!r} for `{call.path_text(path)}`")
+                raise AxisError(f"{transform}: unexpected axis {axis!r} for `{call.path_text(path)}`")
             groups[group_of[axis]].append(k2)
         static["col"], static["groups"] = col, groups
         return tuple([flat2.leaves[k2] for k2 in g] for g in groups)
 
     try:
-        results = jax.vmap(
-            inner, in_axes=(mapped_axes,), out_axes=tuple(group_axes), axis_size=size,
-            axis_name=axis_name, spmd_axis_name=spmd_axis_name,
-        )([call.leaves[k] for k in mapped])
+        results = mapper(inner, mapped_axes, tuple(group_axes), size)([call.leaves[k] for k in mapped])
     except ValueError as e:
         col = static.get("col")
         if col is None or "out_axes" not in str(e):
@@ -217,7 +263,7 @@ def _vmap_call(f, args, kwargs, in_axes, out_axes, axis_size, axis_name, spmd_ax
             raise
         names = "\n".join("  " + call.describe_leaf(col.input_leaf[k2]) for k2 in written)
         raise StateError(
-            f"vmap: state broadcast into vmap (axis None) was written with values that differ per lane:\n{names}\n"
+            f"{transform}: state broadcast into {transform} (axis None) was written with values that differ per lane:\n{names}\n"
             "A broadcast Variable has one value for all lanes, so the per-lane values cannot be written back. "
             "Map it instead (in_axes=0, or StateAxes({...: 0})), or write a value that is the same in every lane."
         ) from e
