@@ -2,6 +2,7 @@
 
 from .axes import Carry, DiffState, SameKeys, StateAxes, StateSharding
 from .control import cond, fori_loop, switch, while_loop
+from .custom_vjp import custom_vjp
 from .functional import cached_partial, call, eval_shape
 from .grad import grad, jvp, value_and_grad, vjp
 from .jit import jit
@@ -11,6 +12,6 @@ from .shard_map import shard_map
 from .vmap import pmap, vmap
 
 __all__ = [
-    "Carry", "DiffState", "SameKeys", "StateAxes", "StateSharding", "cached_partial", "call", "checkpoint", "cond", "eval_shape",
+    "Carry", "DiffState", "SameKeys", "StateAxes", "StateSharding", "cached_partial", "call", "checkpoint", "cond", "custom_vjp", "eval_shape",
     "fori_loop", "grad", "jit", "jvp", "pmap", "remat", "scan", "shard_map", "switch", "value_and_grad", "vjp", "vmap", "while_loop",
 ]
