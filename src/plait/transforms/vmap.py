@@ -258,14 +258,22 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
         col = static.get("col")
         if col is None or "out_axes" not in str(e):
             raise
-        written = [k2 for k2 in static["groups"][group_of[None]] if col.input_leaf[k2] >= 0]
+        written = static["groups"][group_of[None]]
         if not written:
             raise
-        names = "\n".join("  " + call.describe_leaf(col.input_leaf[k2]) for k2 in written)
+
+        def name(k2: int) -> str:
+            i = col.input_leaf[k2]
+            if i >= 0:
+                return call.describe_leaf(i)
+            return f"`{call.path_text(col.graphdef.leaf_paths[k2])}` (created inside)"
+
+        names = "\n".join("  " + name(k2) for k2 in written)
         raise StateError(
-            f"{transform}: state broadcast into {transform} (axis None) was written with values that differ per lane:\n{names}\n"
-            "A broadcast Variable has one value for all lanes, so the per-lane values cannot be written back. "
-            "Map it instead (in_axes=0, or StateAxes({...: 0})), or write a value that is the same in every lane."
+            f"{transform}: state with axis None (one value for all lanes) was given values that differ per lane:\n"
+            f"{names}\n"
+            "A broadcast Variable holds one value, so per-lane values cannot be written back. Map it instead "
+            "(an int axis in in_axes/out_axes, or StateAxes({...: 0})), or write a value that is the same in every lane."
         ) from e
 
     col, groups = static["col"], static["groups"]
