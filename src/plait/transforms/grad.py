@@ -112,6 +112,8 @@ def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_v
     specs = _diff_specs(argnums, args, transform)
     diff_of = _choose(call, specs)
     diff = [k for chosen in diff_of for k in chosen]
+    if not allow_int:
+        _check_differentiable(call, diff, transform)
     static: dict = {}
     pure = _pure(call, diff, has_aux, transform, static)
     (value, (emitted, _)), grads = jax.value_and_grad(
@@ -124,6 +126,18 @@ def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_v
     if with_value:
         return ((value, aux), out) if has_aux else (value, out)
     return (out, aux) if has_aux else out
+
+
+def _check_differentiable(call: Call, diff: list[int], transform: str) -> None:
+    for k in diff:
+        dtype = jax.numpy.result_type(call.leaves[k])
+        if not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
+            raise TransformError(
+                f"{transform}: cannot differentiate with respect to {call.describe_leaf(k)}: its dtype is {dtype}, "
+                "and gradients need floating-point (or complex) values.\n"
+                "Leave it out with a filter, e.g. argnums=nnx.DiffState(0, nnx.Param), or pass allow_int=True "
+                "to get float0 zeros for it."
+            )
 
 
 def _choose(call: Call, specs: list[tuple[int, Any]]) -> list[list[int]]:
