@@ -12,6 +12,7 @@ __all__ = [
     "PlaitError",
     "AxisError",
     "GraphError",
+    "LayerError",
     "FilterError",
     "RngError",
     "MissingStreamError",
@@ -26,6 +27,10 @@ class PlaitError(Exception):
 
 class AxisError(PlaitError, ValueError):
     """A mapped, scanned or carried axis does not fit a variable's shape."""
+
+
+class LayerError(PlaitError, ValueError):
+    """A layer got an input (shape, dtype) or a configuration it cannot use."""
 
 
 class GraphError(PlaitError, ValueError):

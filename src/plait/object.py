@@ -98,6 +98,10 @@ class Object:
         object.__setattr__(obj, "_plait_trace", trace_state())
         return obj
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _refuse_as_pytree(cls)
+
     def _check_trace(self, name: str) -> None:
         if self._plait_trace != trace_state():
             raise closed_over_error(f"attribute {name!r} of a {type(self).__name__}", "cannot set")
@@ -118,6 +122,24 @@ class Object:
         from .display import graph_repr
 
         return graph_repr(self)
+
+
+def _refuse_as_pytree(cls: type) -> None:
+    """Modules are not pytrees: a raw JAX transform given one fails loudly, saying what to use.
+
+    (Otherwise JAX would take a module with a ``dtype`` attribute for an array.)
+    """
+    import jax
+
+    def flatten(obj: Any) -> Any:
+        raise TypeError(
+            f"a {type(obj).__name__} (a plait module) was passed to a JAX function that takes arrays and "
+            "pytrees, such as raw jax.jit or jax.tree.map. Modules are mutable objects, not pytrees.\n"
+            "Use plait's transforms (nnx.jit, nnx.vmap, nnx.grad, ...), which take modules and write their "
+            "state back; or pass its state: graphdef, state = nnx.split(module), and nnx.merge it inside."
+        )
+
+    jax.tree_util.register_pytree_node(cls, flatten, lambda aux, children: None)
 
 
 def _mutator(base_type: type, name: str):
@@ -211,6 +233,9 @@ class Dict(dict):
     popitem = _mutator(dict, "popitem")
     clear = _mutator(dict, "clear")
     __ior__ = _mutator(dict, "__ior__")
+
+
+_refuse_as_pytree(Object)
 
 
 def _register_containers() -> None:

@@ -18,7 +18,7 @@ import jax
 
 from ..errors import StateError, TransformError
 from ..graph import flatten, unflatten
-from .lift import Call, check_callable
+from .lift import Call, arg_names, check_callable
 
 __all__ = ["cond", "switch", "while_loop", "fori_loop"]
 
@@ -30,6 +30,7 @@ def _branches(call: Call, branches: Sequence[Callable], transform: str) -> tuple
         def branch(leaves: list) -> list:
             _, col, flat2 = call.run(list(leaves), target=fun)
             infos[i] = col
+            infos[("types", i)] = [(jax.numpy.shape(v), jax.numpy.result_type(v)) for v in flat2.leaves]
             return flat2.leaves
 
         return branch
@@ -41,7 +42,7 @@ def _branches(call: Call, branches: Sequence[Callable], transform: str) -> tuple
 
 def _same_structure(call: Call, infos: dict, transform: str) -> Any:
     first = infos[0]
-    for i in sorted(infos)[1:]:
+    for i in sorted(k for k in infos if type(k) is int)[1:]:
         if infos[i].graphdef != first.graphdef:
             raise TransformError(
                 f"{transform}: branch {i} leaves a different structure than branch 0 (a Variable or "
@@ -80,8 +81,19 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any, transform: 
     try:
         leaves = jax.lax.switch(index, fns, call.leaves)
     except TypeError as e:
-        if len(infos) == len(fns):
-            _same_structure(call, infos, transform)
+        n = len(fns)
+        if all(i in infos for i in range(n)):
+            col = _same_structure(call, infos, transform)
+            for i in range(1, n):
+                for k, (a, b) in enumerate(zip(infos[("types", 0)], infos[("types", i)])):
+                    if a != b:
+                        path = col.graphdef.leaf_paths[k]
+                        where = (f"`{call.path_text(path)}`" if path[0] < col.n_roots else "the output")
+                        raise TransformError(
+                            f"{transform}: {where} has shape {a[0]} and dtype {a[1]} after branch 0 but shape "
+                            f"{b[0]} and dtype {b[1]} after branch {i}.\nOnly one branch runs, so every branch "
+                            "must leave each Variable (and return outputs) with the same shape and dtype."
+                        ) from e
         raise TransformError(f"{transform}: the branches return different shapes or dtypes: {e}") from e
     col = _same_structure(call, infos, transform)
     return call.write_back(col, leaves)
@@ -155,7 +167,7 @@ def fori_loop(lower: int, upper: int, body_fun: Callable, init_val: Any, *, unro
         6.0
     """
     check_callable(body_fun, "fori_loop")
-    call = Call(body_fun, "fori_loop", (init_val,), {})
+    call = Call(body_fun, "fori_loop", (init_val,), {}, names=arg_names(body_fun)[1:])
     step = _loop_value(call, "fori_loop")
     kwargs = {} if unroll is None else {"unroll": unroll}
     final = jax.lax.fori_loop(lower, upper, lambda i, leaves: step(leaves, body_fun, (i,)), call.leaves, **kwargs)

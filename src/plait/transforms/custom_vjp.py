@@ -72,9 +72,11 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp
 
         def refuse_writes(roots: tuple, leaves: list, where: str) -> None:
             after = flatten(roots)[1]
-            if len(after) != len(leaves) or any(a is not b for a, b in zip(after, leaves)):
+            changed = [k for k, (a, b) in enumerate(zip(after, leaves)) if a is not b]
+            if len(after) != len(leaves) or changed:
+                what = call.describe_leaf(changed[0]) if changed else "the module structure"
                 raise StateError(
-                    f"custom_vjp: {where} wrote module state; a custom_vjp function must not write state "
+                    f"custom_vjp: {where} wrote {what}; a custom_vjp function must not write state "
                     "(its writes would have no backward rule). Do the update outside, e.g. in the caller."
                 )
 

@@ -99,10 +99,11 @@ def reject_removed_kwargs(transform: str, removed: dict) -> None:
 class Call:
     """One call of a transformed function, outside the JAX transform."""
 
-    __slots__ = ("fun", "transform", "args", "kwargs", "roots", "flat", "leaves", "n_args")
+    __slots__ = ("fun", "transform", "args", "kwargs", "roots", "flat", "leaves", "n_args", "names")
 
-    def __init__(self, fun: Callable, transform: str, args: tuple, kwargs: dict) -> None:
+    def __init__(self, fun: Callable, transform: str, args: tuple, kwargs: dict, names: list[str] | None = None) -> None:
         self.fun = fun
+        self.names = names  # argument names for errors, if not the function's own
         self.transform = transform
         self.args = args
         self.kwargs = kwargs
@@ -145,7 +146,7 @@ class Call:
 
     # -- naming things in errors ------------------------------------------------------------
     def path_text(self, path: tuple) -> str:
-        return path_text(self.fun, self.n_args, bool(self.kwargs), path)
+        return path_text(self.fun, self.n_args, bool(self.kwargs), path, self.names)
 
     def describe_leaf(self, k: int) -> str:
         slot = self.flat.slots[k]
@@ -183,10 +184,10 @@ def arg_names(fun: Callable) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def path_text(fun: Callable, n_args: int, has_kwargs: bool, path: tuple) -> str:
+def path_text(fun: Callable, n_args: int, has_kwargs: bool, path: tuple, names: list[str] | None = None) -> str:
     root, rest = path[0], path[1:]
     if root < n_args:
-        names = arg_names(fun)
+        names = names if names is not None else arg_names(fun)
         head = names[root] if root < len(names) else f"args[{root}]"
     elif has_kwargs and root == n_args and rest:
         head, rest = str(rest[0]), rest[1:]
@@ -195,9 +196,11 @@ def path_text(fun: Callable, n_args: int, has_kwargs: bool, path: tuple) -> str:
     return ".".join([head, *map(str, rest)])
 
 
+_DECORATORS = {"jit", "vmap", "pmap", "scan", "grad", "value_and_grad", "remat", "shard_map", "custom_vjp"}
+
+
 def check_callable(fun: Any, transform: str) -> None:
     if not callable(fun):
-        raise TransformError(
-            f"{transform} expects a function, got a {type(fun).__name__}.\n"
-            f"Use it as a decorator, @nnx.{transform}(...), or call nnx.{transform}(f, ...)."
-        )
+        how = (f"Use it as a decorator, @nnx.{transform}(...), or call nnx.{transform}(f, ...)."
+               if transform in _DECORATORS else f"Call it as nnx.{transform}(f, ...) with a function f.")
+        raise TransformError(f"{transform} expects a function, got a {type(fun).__name__}.\n{how}")

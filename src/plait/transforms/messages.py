@@ -41,7 +41,7 @@ def broadcast_draw_error(call, k: int, transform: str, size: int | None):
     from ..errors import RngError
 
     n = size if size is not None else "N"
-    unit = "lane" if transform == "vmap" else "step"
+    unit = "step" if transform == "scan" else "lane"
     carry = (
         "or carry it through the steps:  nnx.StateAxes({nnx.RngState: nnx.Carry, ...: None})\n"
         if transform == "scan" else ""

@@ -117,7 +117,8 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
         if axis is Carry and specs[root] is not Carry and not call.is_state(k):
             raise TransformError(f"scan: nnx.Carry must mark a whole argument (or module state in StateAxes): {call.describe_leaf(k)}")
         if axis is SameKeys:
-            same_keys.add(k)
+            if isinstance(call.flat.slots[k], RngState):
+                same_keys.add(k)
             axis = None
         axes.append(axis)
 

@@ -176,7 +176,8 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
         if axis is Carry:
             raise TransformError(f"{transform}: nnx.Carry is for scan; in {transform} use an int or None")
         if axis is SameKeys:
-            same_keys.add(k)
+            if isinstance(call.flat.slots[k], RngState):
+                same_keys.add(k)
             axis = None
         axes.append(axis)
 
@@ -223,6 +224,7 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
         if isinstance(out_axes, (tuple, list, dict)):
             check_prefix(out_axes, gd2.roots[-1], gd2, f"{transform}: out_axes")
         groups: list[list[int]] = [[] for _ in group_axes]
+        verify: list[int] = []
         for k2, path in enumerate(gd2.leaf_paths):
             i = col.input_leaf[k2]
             if i >= 0:
@@ -246,10 +248,22 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
                     raise TransformError(f"{transform}: nnx.Carry is for scan; in out_axes use an int or None")
                 if axis is SameKeys:
                     axis = None
+                ndim = jnp.ndim(flat2.leaves[k2])
+                if type(axis) is int and not -(ndim + 1) <= axis <= ndim:
+                    raise AxisError(
+                        f"{transform}: `{call.path_text(path)}` (created inside, shape {tuple(jnp.shape(flat2.leaves[k2]))}) "
+                        f"gets out axis {axis} from {name}, but a value of rank {ndim} can only be stacked on an axis "
+                        f"from {-(ndim + 1)} to {ndim}. Give it an axis in range, e.g. StateAxes({{...: 0}})."
+                    )
             if axis not in group_of:
                 raise AxisError(f"{transform}: unexpected axis {axis!r} for `{call.path_text(path)}`")
+            if axis is None and transform == "pmap":
+                # jax.pmap returns device 0's value for out_axes None without checking the others,
+                # so broadcast writes come out per device and are compared below.
+                verify.append(k2)
+                axis = 0
             groups[group_of[axis]].append(k2)
-        static["col"], static["groups"] = col, groups
+        static["col"], static["groups"], static["verify"] = col, groups, verify
         return tuple([flat2.leaves[k2] for k2 in g] for g in groups)
 
     try:
@@ -261,20 +275,7 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
         written = static["groups"][group_of[None]]
         if not written:
             raise
-
-        def name(k2: int) -> str:
-            i = col.input_leaf[k2]
-            if i >= 0:
-                return call.describe_leaf(i)
-            return f"`{call.path_text(col.graphdef.leaf_paths[k2])}` (created inside)"
-
-        names = "\n".join("  " + name(k2) for k2 in written)
-        raise StateError(
-            f"{transform}: state with axis None (one value for all lanes) was given values that differ per lane:\n"
-            f"{names}\n"
-            "A broadcast Variable holds one value, so per-lane values cannot be written back. Map it instead "
-            "(an int axis in in_axes/out_axes, or StateAxes({...: 0})), or write a value that is the same in every lane."
-        ) from e
+        _per_lane_error(call, col, transform, written, e)
 
     col, groups = static["col"], static["groups"]
     full: list = [None] * col.graphdef.num_leaves
@@ -284,4 +285,25 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
     for g, values in zip(groups, results):
         for k2, v in zip(g, values):
             full[k2] = v
+    differ = [k2 for k2 in static["verify"] if not bool(jnp.all(full[k2] == full[k2][0]))]
+    if differ:
+        _per_lane_error(call, col, transform, differ, None)
+    for k2 in static["verify"]:
+        full[k2] = full[k2][0]
     return call.write_back(col, full)
+
+
+def _per_lane_error(call: Call, col: Any, transform: str, written: list[int], cause: Exception | None) -> None:
+    def name(k2: int) -> str:
+        i = col.input_leaf[k2]
+        if i >= 0:
+            return call.describe_leaf(i)
+        return f"`{call.path_text(col.graphdef.leaf_paths[k2])}` (created inside)"
+
+    names = "\n".join("  " + name(k2) for k2 in written)
+    raise StateError(
+        f"{transform}: state with axis None (one value for all lanes) was given values that differ per lane:\n"
+        f"{names}\n"
+        "A broadcast Variable holds one value, so per-lane values cannot be written back. Map it instead "
+        "(an int axis in in_axes/out_axes, or StateAxes({...: 0})), or write a value that is the same in every lane."
+    ) from cause
