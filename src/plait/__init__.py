@@ -14,6 +14,7 @@ from .errors import (
     AxisError,
     FilterError,
     GraphError,
+    LayerError,
     MissingStreamError,
     PlaitError,
     RngError,
@@ -47,7 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "FilterError",
-    "GraphDef", "GraphError", "Intermediate", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
+    "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
     "flatten", "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",

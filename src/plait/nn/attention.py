@@ -14,15 +14,14 @@ as :class:`~plait.Dropout` does.
 
 Example:
     >>> import jax.numpy as jnp, plait as nnx
-    >>> x = jnp.ones((2, 5, 8))                                   # (batch, length, features)
+    >>> x = jnp.ones((2, 4, 8))                                   # (batch, length, features)
     >>> mha = nnx.MultiHeadAttention(num_heads=2, in_features=8, rngs=nnx.Rngs(0))
-    >>> mha(x, mask=nnx.make_causal_mask(jnp.ones((2, 5)))).shape
-    (2, 5, 8)
+    >>> mha(x, mask=nnx.make_causal_mask(jnp.ones((2, 4)))).shape
+    (2, 4, 8)
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,10 +29,12 @@ import jax
 import jax.numpy as jnp
 
 from .. import initializers
-from ..errors import PlaitError, RngError
+from ..errors import LayerError, RngError
 from ..module import Module
 from ..rngs import Rngs, RngStream
-from ..variables import Cache, Intermediate, Param
+from ..variables import Cache, Intermediate
+from .linear import LinearGeneral, check_rngs, promote_dtype
+from .normalization import LayerNorm
 
 __all__ = [
     "MultiHeadAttention",
@@ -56,7 +57,7 @@ default_bias_init = initializers.zeros
 def _check_qk(query: jax.Array, key: jax.Array, what: str) -> None:
     q, k = jnp.shape(query), jnp.shape(key)
     if len(q) < 3 or len(q) != len(k) or q[:-3] != k[:-3] or q[-2:] != k[-2:]:
-        raise PlaitError(
+        raise LayerError(
             f"{what}: query has shape {q} and key has shape {k}; expected query "
             "[batch..., q_length, heads, depth] and key [batch..., kv_length, heads, depth] "
             "with the same batch dimensions, heads and depth"
@@ -92,8 +93,8 @@ def dot_product_attention_weights(
         ((2, 3, 3), [0.3333333432674408, 0.3333333432674408, 0.3333333432674408])
     """
     _check_qk(query, key, "dot_product_attention_weights")
-    dtype = dtype if dtype is not None else jnp.result_type(query, key)
-    query, key = jnp.asarray(query, dtype), jnp.asarray(key, dtype)
+    query, key = promote_dtype(query, key, dtype=dtype)
+    dtype = query.dtype
     depth = query.shape[-1]
     query = query / jnp.sqrt(jnp.asarray(depth, dtype))
     logits = jnp.einsum("...qhd,...khd->...hqk", query, key, precision=precision)
@@ -154,15 +155,16 @@ def dot_product_attention(
     _check_qk(query, key, "dot_product_attention")
     k, v = jnp.shape(key), jnp.shape(value)
     if len(v) != len(k) or v[:-1] != k[:-1]:
-        raise PlaitError(
+        raise LayerError(
             f"dot_product_attention: key has shape {k} and value has shape {v}; expected the same "
             "[batch..., kv_length, heads] (only the last axis, the depth, may differ)"
         )
-    dtype = dtype if dtype is not None else jnp.result_type(query, key, value)
+    query, key, value = promote_dtype(query, key, value, dtype=dtype)
     weights = dot_product_attention_weights(
-        query, key, bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic, dtype, precision, module
+        query, key, bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic, query.dtype, precision,
+        module,
     )
-    return jnp.einsum("...hqk,...khd->...qhd", weights, jnp.asarray(value, dtype), precision=precision)
+    return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
 
 
 def _record(module: Module, name: str, value: jax.Array) -> None:
@@ -227,7 +229,7 @@ def combine_masks(*masks: jax.Array | None, dtype: Any = jnp.float32) -> jax.Arr
         return None
     ranks = [jnp.ndim(m) for m in given]
     if len(set(ranks)) != 1:
-        raise PlaitError(
+        raise LayerError(
             f"combine_masks: the masks have ranks {ranks}; they must all have the same rank "
             "(add size-1 axes with jnp.expand_dims)"
         )
@@ -240,52 +242,6 @@ def combine_masks(*masks: jax.Array | None, dtype: Any = jnp.float32) -> jax.Arr
 # =======================================================================================
 # The module
 # =======================================================================================
-
-
-class _Projection(Module):
-    """``y = contract(x[..., *in_shape], kernel[*in_shape, *out_shape]) + bias[*out_shape]``.
-
-    The kernel is initialised as the flat ``(prod(in_shape), prod(out_shape))`` matrix and
-    reshaped, so fan-in based initializers see the true fan-in.
-    """
-
-    def __init__(self, in_shape: tuple, out_shape: tuple, *, use_bias: bool, dtype: Any, param_dtype: Any,
-                 precision: Any, kernel_init: Any, bias_init: Any, rngs: Rngs) -> None:
-        n_in, n_out = math.prod(in_shape), math.prod(out_shape)
-        self.kernel = Param(jnp.reshape(kernel_init(rngs.params(), (n_in, n_out), param_dtype), in_shape + out_shape))
-        self.bias = Param(jnp.reshape(bias_init(rngs.params(), (n_out,), param_dtype), out_shape)) if use_bias else None
-        self.in_shape = in_shape
-        self.out_shape = out_shape
-        self.dtype = dtype
-        self.precision = precision
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel.value
-        dtype = self.dtype if self.dtype is not None else jnp.result_type(x, kernel)
-        x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
-        n = len(self.in_shape)
-        contract = (tuple(range(x.ndim - n, x.ndim)), tuple(range(n)))
-        y = jax.lax.dot_general(x, kernel, (contract, ((), ())), precision=self.precision)
-        if self.bias is not None:
-            y = y + jnp.asarray(self.bias.value, dtype)
-        return y
-
-
-class _QKNorm(Module):
-    """Layer normalisation over the last axis, with a learned scale and no bias."""
-
-    def __init__(self, features: int, *, dtype: Any, param_dtype: Any, epsilon: float = 1e-6) -> None:
-        self.scale = Param(jnp.ones((features,), param_dtype))
-        self.epsilon = epsilon
-        self.dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        dtype = self.dtype if self.dtype is not None else jnp.result_type(x, self.scale.value)
-        x32 = jnp.asarray(x, jnp.promote_types(dtype, jnp.float32))
-        mean = x32.mean(-1, keepdims=True)
-        var = ((x32 - mean) ** 2).mean(-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
-        return jnp.asarray(y * self.scale.value, dtype)
 
 
 def _concrete_int(x: Any) -> int:
@@ -314,9 +270,10 @@ class MultiHeadAttention(Module):
     ``num_heads // num_kv_heads`` query heads). The result is ``[batch..., q_length,
     out_features]``.
 
-    Parameters live in the sub-modules ``query``, ``key``, ``value`` (kernels
-    ``(in, heads, head_dim)``) and ``out`` (kernel ``(num_heads, head_dim, out_features)``),
-    plus ``query_ln``/``key_ln`` with ``normalize_qk=True``.
+    Parameters live in the ``LinearGeneral`` sub-modules ``query``, ``key``, ``value``
+    (kernels ``(in, heads, head_dim)``) and ``out`` (kernel ``(num_heads, head_dim,
+    out_features)``), plus the ``LayerNorm`` layers ``query_ln``/``key_ln`` (scale only) with
+    ``normalize_qk=True``.
 
     Dropout on the attention weights (``dropout_rate > 0``) draws a new key from the
     ``dropout`` stream (falling back to ``default``) of the ``rngs`` given here, on every
@@ -329,13 +286,14 @@ class MultiHeadAttention(Module):
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
-        >>> mha = nnx.MultiHeadAttention(4, 8, qkv_features=16, out_features=6, num_kv_heads=2,
-        ...                              dropout_rate=0.1, deterministic=False, rngs=nnx.Rngs(0))
-        >>> x = jnp.ones((2, 3, 8))
-        >>> mha(x).shape, mha.key.kernel.value.shape
-        ((2, 3, 6), (8, 2, 4))
-        >>> bool((mha(x) != mha(x)).any()), bool((mha(x, deterministic=True) == mha.eval()(x)).all())
-        (True, True)
+        >>> mha = nnx.MultiHeadAttention(2, 8, dropout_rate=0.5, deterministic=False, rngs=nnx.Rngs(0))
+        >>> x = jnp.arange(64.0).reshape(2, 4, 8) / 64
+        >>> mha(x).shape, mha.query.kernel.value.shape, mha.out.kernel.value.shape
+        ((2, 4, 8), (8, 2, 4), (2, 4, 8))
+        >>> bool((mha(x) != mha(x)).any())                  # a new dropout mask every call
+        True
+        >>> bool((mha(x, deterministic=True) == mha.eval()(x)).all())
+        True
     """
 
     def __init__(
@@ -363,21 +321,17 @@ class MultiHeadAttention(Module):
         normalize_qk: bool = False,
         rngs: Rngs,
     ) -> None:
-        if not isinstance(rngs, Rngs):
-            raise PlaitError(
-                f"MultiHeadAttention needs rngs=nnx.Rngs(...) to initialise its parameters, got {type(rngs).__name__}.\n"
-                "Write nnx.MultiHeadAttention(num_heads, in_features, rngs=nnx.Rngs(0))"
-            )
+        check_rngs(rngs, "MultiHeadAttention", "nnx.MultiHeadAttention(num_heads, in_features, rngs=nnx.Rngs(0))")
         qkv_features = qkv_features if qkv_features is not None else in_features
         out_features = out_features if out_features is not None else in_features
         in_kv_features = in_kv_features if in_kv_features is not None else in_features
         num_kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
         if qkv_features % num_heads:
-            raise PlaitError(
+            raise LayerError(
                 f"MultiHeadAttention: qkv_features={qkv_features} must be divisible by num_heads={num_heads}"
             )
         if num_kv_heads < 1 or num_heads % num_kv_heads:
-            raise PlaitError(
+            raise LayerError(
                 f"MultiHeadAttention: num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}: "
                 "each key/value head serves the same number of query heads"
             )
@@ -385,9 +339,9 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention: dropout_rate must be in [0, 1], got {dropout_rate}")
         head_dim = qkv_features // num_heads
 
-        def projection(in_f: int, heads: int) -> _Projection:
-            return _Projection(
-                (in_f,), (heads, head_dim), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+        def projection(in_f: int, heads: int) -> LinearGeneral:
+            return LinearGeneral(
+                in_f, (heads, head_dim), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                 precision=precision, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs,
             )
 
@@ -396,14 +350,14 @@ class MultiHeadAttention(Module):
         self.value = projection(in_kv_features, num_kv_heads)
         if normalize_qk:
             # Normalising queries and keys keeps the logits small (ViT-22B, arXiv:2302.05442).
-            self.query_ln = _QKNorm(head_dim, dtype=dtype, param_dtype=param_dtype)
-            self.key_ln = _QKNorm(head_dim, dtype=dtype, param_dtype=param_dtype)
+            self.query_ln = LayerNorm(head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            self.key_ln = LayerNorm(head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         else:
             self.query_ln = None
             self.key_ln = None
-        self.out = _Projection(
-            (num_heads, head_dim), (out_features,), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-            precision=precision, kernel_init=out_kernel_init or kernel_init,
+        self.out = LinearGeneral(
+            (num_heads, head_dim), out_features, axis=(-2, -1), use_bias=use_bias, dtype=dtype,
+            param_dtype=param_dtype, precision=precision, kernel_init=out_kernel_init or kernel_init,
             bias_init=out_bias_init or bias_init, rngs=rngs,
         )
         # Only a layer that drops out holds RNG state: a stack of attention layers without
@@ -452,7 +406,7 @@ class MultiHeadAttention(Module):
         """
         if inputs_k is None:
             if inputs_v is not None:
-                raise PlaitError(
+                raise LayerError(
                     "MultiHeadAttention: inputs_v was given without inputs_k. For the same keys and values "
                     "pass only inputs_k: mha(q, kv)"
                 )
@@ -482,7 +436,7 @@ class MultiHeadAttention(Module):
         if self.dropout_rate > 0.0:
             deterministic = _first(deterministic, self.deterministic)
             if deterministic is None:
-                raise PlaitError(
+                raise LayerError(
                     f"MultiHeadAttention(dropout_rate={self.dropout_rate}) was not told whether to drop out: "
                     "deterministic is None in both the constructor and the call.\n"
                     "Pass deterministic=False (train) or True (eval) to the constructor or the call, "
@@ -511,7 +465,7 @@ class MultiHeadAttention(Module):
     def _check_features(self, x: Any, expected: int, name: str, attribute: str) -> None:
         shape = tuple(jnp.shape(x))
         if shape[-1:] != (expected,):
-            raise PlaitError(
+            raise LayerError(
                 f"MultiHeadAttention({attribute}={expected}) got {name} of shape {shape}: its last axis "
                 f"must be {expected}"
             )
@@ -531,14 +485,14 @@ class MultiHeadAttention(Module):
 
     def _decode_step(self, query: jax.Array, key: jax.Array, value: jax.Array, mask: Any) -> tuple:
         if self.cached_key is None or self.cached_value is None or self.cache_index is None:
-            raise PlaitError(
+            raise LayerError(
                 "MultiHeadAttention was called with decode=True but has no cache.\n"
                 "Make one first, for the whole sequence: mha.init_cache((batch, max_length, in_features))"
             )
         *batch, max_length, kv_heads, head_dim = self.cached_key.value.shape
         expected = (*batch, 1, kv_heads, head_dim)
         if tuple(key.shape) != expected or tuple(query.shape[:-3]) != tuple(batch) or query.shape[-3] != 1:
-            raise PlaitError(
+            raise LayerError(
                 f"MultiHeadAttention decodes one token at a time: the cache (from init_cache) is for "
                 f"inputs of shape {(*batch, max_length, self.in_features)}, so each call takes "
                 f"{(*batch, 1, self.in_features)}; got a query of length {query.shape[-3]} and batch "
@@ -546,7 +500,7 @@ class MultiHeadAttention(Module):
             )
         index = self.cache_index.value
         if _concrete_int(index) >= max_length:
-            raise PlaitError(
+            raise LayerError(
                 f"MultiHeadAttention: the decoding cache is full ({max_length} tokens, from init_cache); "
                 "call init_cache again to start a new sequence, with a larger length if needed"
             )
@@ -573,14 +527,14 @@ class MultiHeadAttention(Module):
 
         Example:
             >>> import jax.numpy as jnp, plait as nnx
-            >>> mha = nnx.MultiHeadAttention(2, 4, decode=True, rngs=nnx.Rngs(0))
-            >>> mha.init_cache((1, 5, 4))
-            >>> mha(jnp.ones((1, 1, 4))).shape, int(mha.cache_index.value), mha.cached_key.value.shape
-            ((1, 1, 4), 1, (1, 5, 2, 2))
+            >>> mha = nnx.MultiHeadAttention(2, 8, decode=True, rngs=nnx.Rngs(0))
+            >>> mha.init_cache((2, 4, 8))                  # (batch, max_length, features)
+            >>> mha(jnp.ones((2, 1, 8))).shape, int(mha.cache_index.value), mha.cached_key.value.shape
+            ((2, 1, 8), 1, (2, 4, 2, 4))
         """
         input_shape = tuple(input_shape)
         if len(input_shape) < 2:
-            raise PlaitError(
+            raise LayerError(
                 f"MultiHeadAttention.init_cache: input_shape {input_shape} must be (*batch, max_length, in_features)"
             )
         shape = (*input_shape[:-1], self.num_kv_heads, self.head_dim)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import initializers
-from ..errors import PlaitError
+from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param
@@ -40,7 +40,7 @@ def canonicalize_padding(padding: Any, rank: int, what: str) -> str | list[tuple
     if isinstance(padding, str):
         name = padding.upper()
         if name not in _PADDING_NAMES:
-            raise ValueError(
+            raise LayerError(
                 f"{what}: unknown padding {padding!r}; use 'SAME', 'VALID', 'CIRCULAR', 'CAUSAL', an int, "
                 f"or one int or (low, high) pair per spatial axis"
             )
@@ -59,7 +59,7 @@ def canonicalize_padding(padding: Any, rank: int, what: str) -> str | list[tuple
         else:
             return pairs
     example = [(1, 1)] * rank
-    raise ValueError(
+    raise LayerError(
         f"{what}: padding {padding!r} is not a padding for {rank} spatial axis(es); give a name ('SAME', ...), "
         f"an int, or {rank} int(s) or (low, high) pair(s), e.g. padding={example}"
     )
@@ -72,7 +72,7 @@ def _per_axis(value: Any, rank: int, name: str, what: str) -> tuple[int, ...]:
         return (int(value),) * rank
     value = tuple(int(v) for v in value)
     if len(value) != rank:
-        raise ValueError(
+        raise LayerError(
             f"{what}: {name}={value} has {len(value)} entries but the kernel has {rank} spatial axis(es); "
             f"give an int or {rank} entries"
         )
@@ -91,7 +91,7 @@ def _kernel_size(kernel_size: Any, what: str) -> tuple[int, ...]:
         return (int(kernel_size),)
     kernel_size = tuple(int(k) for k in kernel_size)
     if not kernel_size or any(k < 1 for k in kernel_size):
-        raise ValueError(f"{what}: kernel_size must be positive ints, one per spatial axis, got {kernel_size}")
+        raise LayerError(f"{what}: kernel_size must be positive ints, one per spatial axis, got {kernel_size}")
     return kernel_size
 
 
@@ -100,12 +100,12 @@ def _flatten_batch(inputs: Any, layer: str, kernel_size: tuple, in_features: int
     rank = len(kernel_size)
     shape = tuple(jnp.shape(inputs))
     if len(shape) < rank + 1:
-        raise PlaitError(
+        raise LayerError(
             f"{layer} with kernel_size {kernel_size} takes inputs (*batch, {rank} spatial axis(es), features), "
             f"at least {rank + 1} axes, but got shape {shape}"
         )
     if shape[-1] != in_features:
-        raise PlaitError(
+        raise LayerError(
             f"{layer} got input of shape {shape}: its last axis holds the features and must be {in_features} "
             "(inputs are channels last)"
         )
@@ -115,7 +115,7 @@ def _flatten_batch(inputs: Any, layer: str, kernel_size: tuple, in_features: int
 
 def _check_mask(mask: Any, kernel_shape: tuple, what: str) -> None:
     if mask is not None and tuple(jnp.shape(mask)) != kernel_shape:
-        raise ValueError(f"{what}: mask has shape {tuple(jnp.shape(mask))}, but the kernel has shape {kernel_shape}")
+        raise LayerError(f"{what}: mask has shape {tuple(jnp.shape(mask))}, but the kernel has shape {kernel_shape}")
 
 
 class Conv(Module):
@@ -165,14 +165,14 @@ class Conv(Module):
         kernel_size = _kernel_size(kernel_size, what)
         rank = len(kernel_size)
         if feature_group_count < 1 or in_features % feature_group_count or out_features % feature_group_count:
-            raise ValueError(
+            raise LayerError(
                 f"{what}: feature_group_count={feature_group_count} must divide both in_features ({in_features}) "
                 f"and out_features ({out_features})"
             )
         for name, value in (("strides", strides), ("input_dilation", input_dilation), ("kernel_dilation", kernel_dilation)):
             _per_axis(value, rank, name, what)
         if canonicalize_padding(padding, rank, what) == "CAUSAL" and rank != 1:
-            raise ValueError(
+            raise LayerError(
                 f"{what}: padding='CAUSAL' is for one spatial axis (sequences), but kernel_size {kernel_size} has "
                 f"{rank}; pad explicitly instead, e.g. padding=[(k - 1, 0), ...]"
             )
@@ -211,6 +211,10 @@ class Conv(Module):
         elif padding == "CAUSAL":
             x = jnp.pad(x, [(0, 0), (dilated[0] - 1, 0), (0, 0)])
             padding = "VALID"
+        elif isinstance(padding, str) and any(d > 1 for d in input_dilation):
+            # XLA takes only explicit padding with a dilated input: spell the name out for it.
+            size = [(n - 1) * d + 1 for n, d in zip(x.shape[1:-1], input_dilation)]
+            padding = jax.lax.padtype_to_pads(size, dilated, strides, padding)
         kernel = self.kernel.value
         if self.mask is not None:
             kernel = kernel * self.mask
@@ -281,7 +285,7 @@ class ConvTranspose(Module):
         for name, value in (("strides", strides), ("kernel_dilation", kernel_dilation)):
             _per_axis(value, rank, name, what)
         if canonicalize_padding(padding, rank, what) == "CAUSAL":
-            raise ValueError(
+            raise LayerError(
                 f"{what}: padding='CAUSAL' is for Conv only; ConvTranspose takes 'SAME', 'VALID', 'CIRCULAR' "
                 "or explicit padding"
             )

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import initializers
-from ..errors import PlaitError
+from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param
@@ -61,7 +61,7 @@ class Embed(Module):
         """Look up the rows ``inputs`` (integers of any shape): output ``inputs.shape + (features,)``."""
         dtype = jnp.result_type(inputs)
         if not jnp.issubdtype(dtype, jnp.integer):
-            raise PlaitError(
+            raise LayerError(
                 f"Embed({self.num_embeddings}, {self.features}) looks rows up by integer id, but got {dtype} input "
                 f"of shape {tuple(jnp.shape(inputs))}.\n"
                 "Cast the ids: embed(ids.astype(jnp.int32)); to score vectors against the table use embed.attend(x)."
@@ -74,7 +74,7 @@ class Embed(Module):
     def attend(self, query: jax.Array) -> jax.Array:
         """Score ``query`` (last axis ``features``) against every row: ``query @ embedding.T``."""
         if jnp.shape(query)[-1:] != (self.features,):
-            raise PlaitError(
+            raise LayerError(
                 f"Embed({self.num_embeddings}, {self.features}).attend got a query of shape "
                 f"{tuple(jnp.shape(query))}: its last axis must be {self.features}"
             )

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import initializers
-from ..errors import PlaitError
+from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param
@@ -45,7 +45,7 @@ def promote_dtype(*arrays: Any, dtype: Any = None) -> list:
 def check_rngs(rngs: Any, layer: str, example: str) -> None:
     """The error every layer gives when built without ``rngs``."""
     if not isinstance(rngs, Rngs):
-        raise PlaitError(
+        raise LayerError(
             f"{layer} needs rngs=nnx.Rngs(...) to initialise its parameters, got {type(rngs).__name__}.\n"
             f"Write {example}"
         )
@@ -79,7 +79,7 @@ class Linear(Module):
         rngs: Rngs,
     ) -> None:
         if not isinstance(rngs, Rngs):
-            raise PlaitError(
+            raise LayerError(
                 f"Linear needs rngs=nnx.Rngs(...) to initialise its parameters, got {type(rngs).__name__}.\n"
                 "Write nnx.Linear(in_features, out_features, rngs=nnx.Rngs(0))"
             )
@@ -96,7 +96,7 @@ class Linear(Module):
         kernel = self.kernel.value
         bias = self.bias.value if self.bias is not None else None
         if jnp.shape(x)[-1:] != (self.in_features,):
-            raise PlaitError(
+            raise LayerError(
                 f"Linear({self.in_features}, {self.out_features}) got input of shape {tuple(jnp.shape(x))}: "
                 f"its last axis must be {self.in_features}"
             )
@@ -149,12 +149,12 @@ class LinearGeneral(Module):
         in_features, out_features, axis = _as_tuple(in_features), _as_tuple(out_features), _as_tuple(axis)
         if len(axis) != len(in_features):
             suggestion = tuple(range(-len(in_features), 0))
-            raise ValueError(
+            raise LayerError(
                 f"LinearGeneral: in_features {in_features} has {len(in_features)} entries but axis {axis} has "
                 f"{len(axis)}; give one input axis per entry, e.g. axis={suggestion}"
             )
         if len(set(axis)) != len(axis):
-            raise ValueError(f"LinearGeneral: axis {axis} repeats an axis")
+            raise LayerError(f"LinearGeneral: axis {axis} repeats an axis")
         n_in, n_out = int(np.prod(in_features)), int(np.prod(out_features))
         kernel = kernel_init(rngs.params(), (n_in, n_out), param_dtype)
         self.kernel = Param(jnp.reshape(kernel, in_features + out_features))
@@ -175,14 +175,14 @@ class LinearGeneral(Module):
         ndim = jnp.ndim(inputs)
         shape = tuple(jnp.shape(inputs))
         if any(not -ndim <= a < ndim for a in self.axis):
-            raise PlaitError(
+            raise LayerError(
                 f"LinearGeneral(in_features={self.in_features}) contracts axes {self.axis}, but its input of shape "
                 f"{shape} has only {ndim} axes"
             )
         axis = tuple(a % ndim for a in self.axis)
         got = tuple(shape[a] for a in axis)
         if got != self.in_features:
-            raise PlaitError(
+            raise LayerError(
                 f"LinearGeneral(in_features={self.in_features}) got input of shape {shape}: its axes {self.axis} "
                 f"have sizes {got}, expected {self.in_features}"
             )
@@ -267,11 +267,11 @@ class Einsum(Module):
             raise TypeError(f"Einsum: einsum_str must be a string like 'bd,df->bf', got {type(einsum_str).__name__}")
         equation = einsum_str.replace(" ", "")
         if "->" not in equation:
-            raise ValueError(
+            raise LayerError(
                 f"Einsum: {einsum_str!r} does not name its output; write it explicitly with '->', e.g. 'bd,df->bf'"
             )
         if equation.count(",") != 1:
-            raise ValueError(
+            raise LayerError(
                 f"Einsum: {einsum_str!r} must have exactly two operands (the inputs, then the kernel), "
                 f"e.g. 'bd,df->bf'"
             )
@@ -297,7 +297,7 @@ class Einsum(Module):
         shape = tuple(kernel_shape[kernel_labels.index(c)] if c in kernel_labels else 1 for c in out)
         if int(np.prod(shape)) != int(np.prod(self.bias_shape)):
             kept = "".join(c for c in out if c in kernel_labels)
-            raise PlaitError(
+            raise LayerError(
                 f"Einsum({equation!r}): bias_shape {self.bias_shape} does not fit the output axes '{kept}' that "
                 f"come from the kernel, of sizes {tuple(d for d in shape if d != 1) or ()}; "
                 "give bias_shape those sizes"

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 
 from .. import initializers
-from ..errors import PlaitError
+from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param, Variable
-from .linear import Linear
+from .linear import Linear, check_rngs, promote_dtype
 
 __all__ = ["LoRAParam", "LoRA", "LoRALinear"]
 
@@ -71,13 +71,9 @@ class LoRA(Module):
         lora_param_type: type[Variable] = LoRAParam,
         rngs: Rngs,
     ) -> None:
-        if not isinstance(rngs, Rngs):
-            raise PlaitError(
-                f"LoRA needs rngs=nnx.Rngs(...) to initialise its parameters, got {type(rngs).__name__}.\n"
-                "Write nnx.LoRA(in_features, lora_rank, out_features, rngs=nnx.Rngs(0))"
-            )
+        check_rngs(rngs, "LoRA", "nnx.LoRA(in_features, lora_rank, out_features, rngs=nnx.Rngs(0))")
         if base_module is not None and not callable(base_module):
-            raise PlaitError(f"LoRA: base_module must be callable (a layer), got {type(base_module).__name__}")
+            raise LayerError(f"LoRA: base_module must be callable (a layer), got {type(base_module).__name__}")
         self.lora_a = lora_param_type(a_initializer(rngs.params(), (in_features, lora_rank), param_dtype))
         self.lora_b = lora_param_type(b_initializer(rngs.params(), (lora_rank, out_features), param_dtype))
         self.base_module = base_module
@@ -90,13 +86,12 @@ class LoRA(Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if jnp.shape(x)[-1:] != (self.in_features,):
-            raise PlaitError(
+            raise LayerError(
                 f"LoRA({self.in_features}, rank {self.lora_rank}, {self.out_features}) got input of shape "
                 f"{tuple(jnp.shape(x))}: its last axis must be {self.in_features}"
             )
-        a, b = self.lora_a.value, self.lora_b.value
-        dtype = self.dtype if self.dtype is not None else jnp.result_type(x, a, b)
-        out = jnp.asarray(x, dtype) @ jnp.asarray(a, dtype) @ jnp.asarray(b, dtype)
+        xp, a, b = promote_dtype(x, self.lora_a.value, self.lora_b.value, dtype=self.dtype)
+        out = xp @ a @ b
         if self.base_module is not None:
             out = out + self.base_module(x)
         return out

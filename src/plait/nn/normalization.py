@@ -1,17 +1,13 @@
 """Normalization layers: rescale activations (or weights) to a standard size.
 
-The activation normalizers share one computation and differ only in which axes they
-average over:
+The activation normalizers share one computation and differ only in the axes their
+statistics run over (the learned ``scale`` and ``bias`` run over the features):
 
-==============  ==============================================  =========================
-layer           statistics over                                 learned scale/bias over
-==============  ==============================================  =========================
-``BatchNorm``   every axis but ``axis`` (the batch and space)   ``axis``
-``LayerNorm``   ``reduction_axes`` (default: the last)          ``feature_axes``
-``RMSNorm``     as LayerNorm, but no mean is subtracted         ``feature_axes``
-``GroupNorm``   each group of channels, and all but axis 0      the channels (last axis)
-``InstanceNorm`` every axis but 0 (the batch) and the features  ``feature_axes``
-==============  ==============================================  =========================
+- ``BatchNorm``: every axis but the feature ``axis``, i.e. the batch (and space).
+- ``LayerNorm``: ``reduction_axes`` of each example (default: the last axis).
+- ``RMSNorm``: as LayerNorm, dividing by the root mean square; no mean is subtracted.
+- ``GroupNorm``: each group of channels, and every axis but the first (the batch).
+- ``InstanceNorm``: every axis but the first (the batch) and the features.
 
 ``y = (x - mean) / sqrt(var + epsilon) * scale + bias``. Statistics are computed in at
 least float32, whatever the input dtype; the output has ``dtype`` if given, else the
@@ -38,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import initializers
-from ..errors import PlaitError
+from ..errors import LayerError
 from ..graph import iter_graph
 from ..module import Module
 from ..rngs import Rngs
@@ -57,11 +53,12 @@ def _canonical_axes(axes: Axes | None, shape: tuple, what: str, name: str) -> tu
     """Sorted, non-negative, distinct axes; an error naming the layer if one is out of range."""
     if axes is None:
         return ()
+    given = axes
     axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
     ndim = len(shape)
     bad = [a for a in axes if not -ndim <= a < ndim]
     if bad:
-        raise PlaitError(f"{what}: {name}={axes} does not fit an input of shape {shape} ({ndim} axes)")
+        raise LayerError(f"{what}: {name}={given} does not fit an input of shape {shape} ({ndim} axes)")
     return tuple(sorted({int(a) % ndim for a in axes}))
 
 
@@ -139,7 +136,7 @@ def _normalize(
 def _check_features(shape: tuple, feature_axes: tuple[int, ...], num_features: int, what: str, name: str) -> None:
     sizes = tuple(shape[a] for a in feature_axes)
     if int(np.prod(sizes)) != num_features:
-        raise PlaitError(
+        raise LayerError(
             f"{what} got input of shape {shape}: its feature axes {name} have size(s) {sizes}, "
             f"expected {num_features} features in all"
         )
@@ -177,11 +174,11 @@ class BatchNorm(Module):
         >>> import jax.numpy as jnp, plait as nnx
         >>> bn = nnx.BatchNorm(2, momentum=0.9, rngs=nnx.Rngs(0))
         >>> x = jnp.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])     # batch means [2, 3]
-        >>> bn(x)[:, 0].round(3).tolist(), bn.mean.value.round(3).tolist()
-        ([-1.225, 0.0, 1.225], [0.2, 0.3])
+        >>> print(bn(x)[:, 0].round(3), bn.mean.value.round(3))
+        [-1.225  0.     1.225] [0.2 0.3]
         >>> _ = bn.eval()(x)      # normalises with the running averages, updates nothing
-        >>> bn.mean.value.round(3).tolist()
-        [0.2, 0.3]
+        >>> print(bn.mean.value.round(3))
+        [0.2 0.3]
     """
 
     def __init__(
@@ -273,9 +270,9 @@ class LayerNorm(_FeatureNorm):
     Example:
         >>> import jax, jax.numpy as jnp, plait as nnx
         >>> ln = nnx.LayerNorm(4, rngs=nnx.Rngs(0))
-        >>> y = ln(jnp.array([[1.0, 2.0, 3.0, 4.0]]))
-        >>> y.round(2).tolist()
-        [[-1.34, -0.45, 0.45, 1.34]]
+        >>> y = ln(jnp.array([[0.0, 0.0, 4.0, 4.0]]))     # mean 2, variance 4
+        >>> print(y.round(3))
+        [[-1. -1.  1.  1.]]
     """
 
     def __init__(
@@ -310,6 +307,7 @@ class LayerNorm(_FeatureNorm):
         self.axis_index_groups = axis_index_groups
         self.use_fast_variance = use_fast_variance
 
+
 class RMSNorm(_FeatureNorm):
     """Divide by the root mean square over ``reduction_axes``: LayerNorm without the mean.
 
@@ -317,9 +315,9 @@ class RMSNorm(_FeatureNorm):
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
-        >>> norm = nnx.RMSNorm(2, rngs=nnx.Rngs(0))
-        >>> norm(jnp.array([3.0, 4.0])).round(3).tolist()     # rms is sqrt(12.5)
-        [0.849, 1.131]
+        >>> norm = nnx.RMSNorm(4, rngs=nnx.Rngs(0))
+        >>> print(norm(jnp.array([0.0, 0.0, 0.0, 4.0])).round(3))     # mean square 4, rms 2
+        [0. 0. 0. 2.]
     """
 
     _use_mean = False
@@ -392,17 +390,17 @@ class GroupNorm(Module):
         check_rngs(rngs, "GroupNorm", "nnx.GroupNorm(num_features, num_groups=32, rngs=nnx.Rngs(0))")
         what = f"GroupNorm({num_features})"
         if (num_groups is None) == (group_size is None):
-            raise ValueError(
+            raise LayerError(
                 f"{what}: give exactly one of num_groups and group_size (num_groups={num_groups}, "
                 f"group_size={group_size}). num_groups defaults to 32, so to set group_size write "
                 "nnx.GroupNorm(num_features, num_groups=None, group_size=..., rngs=rngs)"
             )
         if group_size is not None:
             if group_size < 1 or num_features % group_size:
-                raise ValueError(f"{what}: group_size={group_size} does not divide the {num_features} features")
+                raise LayerError(f"{what}: group_size={group_size} does not divide the {num_features} features")
             num_groups = num_features // group_size
         elif num_groups < 1 or num_features % num_groups:
-            raise ValueError(f"{what}: num_groups={num_groups} does not divide the {num_features} features")
+            raise LayerError(f"{what}: num_groups={num_groups} does not divide the {num_features} features")
         _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
         self.num_features = num_features
         self.num_groups = num_groups
@@ -421,7 +419,7 @@ class GroupNorm(Module):
         what = f"GroupNorm({self.num_features}, num_groups={self.num_groups})"
         shape = tuple(jnp.shape(x))
         if not shape or shape[-1] != self.num_features:
-            raise PlaitError(
+            raise LayerError(
                 f"{what} got input of shape {shape}: its last axis holds the channels and must be {self.num_features}"
             )
         ndim = len(shape)
@@ -498,7 +496,7 @@ class InstanceNorm(Module):
         shape = tuple(jnp.shape(x))
         feature_axes = _canonical_axes(self.feature_axes, shape, what, "feature_axes")
         if 0 in feature_axes:
-            raise PlaitError(
+            raise LayerError(
                 f"{what}: feature_axes={self.feature_axes} includes axis 0 of the input of shape {shape}, "
                 "but axis 0 is the batch; instance statistics are per example"
             )
@@ -531,7 +529,7 @@ def _lookup(node: Any, path: tuple) -> Any:
 
 def _layer_params(layer: Any, what: str) -> list[tuple[tuple, Param]]:
     if not isinstance(layer, Module):
-        raise PlaitError(f"{what} wraps a layer (an nnx.Module with a kernel), got a {type(layer).__name__}")
+        raise LayerError(f"{what} wraps a layer (an nnx.Module with a kernel), got a {type(layer).__name__}")
     return [(path, v) for path, v in iter_graph(layer) if isinstance(v, Param)]
 
 
@@ -539,17 +537,19 @@ def _layer_params(layer: Any, what: str) -> list[tuple[tuple, Param]]:
 def _substituted(values: list[tuple[Variable, Any]]) -> Iterator[None]:
     """Give Variables new values for the length of a call, then put the originals back.
 
-    The originals go back as the very same arrays, so transforms see the layer's Params
-    as read, not written.
+    This is a loan, not a write: the very same arrays go back, so transforms see the
+    layer's Params as read, and nothing traced is left behind. That is why it sets the
+    ``_value`` slot directly, past the check that stops writes to state closed over by a
+    JAX transform: ``jax.jit(lambda x: layer(x))`` stays as legal as it is for the bare layer.
     """
-    saved = [(v, v.value) for v, _ in values]
+    saved = [(v, v._value) for v, _ in values]
     try:
         for v, new in values:
-            v.value = new
+            v._value = new
         yield
     finally:
         for v, old in saved:
-            v.value = old
+            v._value = old
 
 
 class WeightNorm(Module):
@@ -587,7 +587,7 @@ class WeightNorm(Module):
         chosen = [(p, v) for p, v in params if any(name in _path_key(p) for name in variable_filter)]
         if not chosen:
             found = ", ".join(_path_key(p) for p, _ in params) or "none"
-            raise PlaitError(
+            raise LayerError(
                 f"{what}: no Param of the layer matches variable_filter={tuple(variable_filter)} "
                 f"(its Params: {found})"
             )
@@ -664,7 +664,7 @@ class SpectralNorm(Module):
         check_rngs(rngs, "SpectralNorm", "nnx.SpectralNorm(layer, rngs=nnx.Rngs(0))")
         what = f"SpectralNorm({type(layer_instance).__name__})"
         if n_steps < 1:
-            raise ValueError(f"{what}: n_steps={n_steps}; power iteration needs at least one step")
+            raise LayerError(f"{what}: n_steps={n_steps}; power iteration needs at least one step")
         self.layer_instance = layer_instance
         self.n_steps = n_steps
         self.epsilon = epsilon
@@ -678,7 +678,7 @@ class SpectralNorm(Module):
             if v.ndim < 2:
                 continue
             if v.ndim > 2 and error_on_non_matrix:
-                raise PlaitError(
+                raise LayerError(
                     f"{what}: Param `{_path_key(path)}` has shape {v.shape} ({v.ndim} axes) and "
                     "error_on_non_matrix=True; only matrices are normalised then"
                 )
@@ -688,7 +688,7 @@ class SpectralNorm(Module):
                 "sigma": BatchStat(jnp.ones((), param_dtype)),
             }
         if not paths:
-            raise PlaitError(f"{what}: the layer has no Param with two or more axes to normalise")
+            raise LayerError(f"{what}: the layer has no Param with two or more axes to normalise")
         self.paths = paths
         self.batch_stats = stats
 

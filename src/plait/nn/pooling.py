@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import PlaitError
+from ..errors import LayerError
 from .conv import canonicalize_padding
 
 __all__ = ["pool", "avg_pool", "max_pool", "min_pool"]
@@ -27,7 +27,7 @@ def _window(window_shape: Any, strides: Any, what: str) -> tuple[tuple[int, ...]
     if isinstance(window_shape, (int, np.integer)):
         raise TypeError(
             f"{what}: window_shape must have one entry per spatial axis, got the int {window_shape}.\n"
-            f"Write window_shape=({window_shape},) for sequences or ({window_shape}, {window_shape}) for images."
+            f"Write window_shape=({window_shape},) for sequences or window_shape=({window_shape}, {window_shape}) for images."
         )
     window_shape = tuple(int(w) for w in window_shape)
     if strides is None:
@@ -37,7 +37,7 @@ def _window(window_shape: Any, strides: Any, what: str) -> tuple[tuple[int, ...]
     else:
         strides = tuple(int(s) for s in strides)
     if len(strides) != len(window_shape):
-        raise ValueError(
+        raise LayerError(
             f"{what}: strides {strides} has {len(strides)} entries but window_shape {window_shape} has "
             f"{len(window_shape)}; give one stride per spatial axis"
         )
@@ -67,19 +67,25 @@ def pool(
     rank = len(window_shape)
     shape = tuple(jnp.shape(inputs))
     if len(shape) < rank + 1:
-        raise PlaitError(
+        raise LayerError(
             f"pool: window_shape {window_shape} pools {rank} spatial axis(es) of inputs (*batch, *spatial, features), "
             f"so the inputs need at least {rank + 1} axes, but got shape {shape}"
         )
     n_batch = len(shape) - rank - 1
     padding = canonicalize_padding(padding, rank, "pool")
     if padding not in ("SAME", "VALID") and not isinstance(padding, list):
-        raise ValueError(f"pool: padding {padding!r} is not supported; use 'SAME', 'VALID' or explicit pairs")
+        raise LayerError(f"pool: padding {padding!r} is not supported; use 'SAME', 'VALID' or explicit pairs")
     if isinstance(padding, list):
         padding = ((0, 0),) * n_batch + tuple(padding) + ((0, 0),)
     dims = (1,) * n_batch + window_shape + (1,)
     strides = (1,) * n_batch + strides + (1,)
-    init = jnp.asarray(init, jnp.result_type(inputs))
+    dtype = jnp.result_type(inputs)
+    try:
+        # A concrete NumPy scalar: JAX then recognises (add, 0) and (max, -inf) as the
+        # differentiable sum/max window reductions, even under jit.
+        init = np.asarray(init, dtype)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        init = jnp.asarray(init, dtype)
     return jax.lax.reduce_window(inputs, init, reduce_fn, dims, strides, padding)
 
 

@@ -15,9 +15,9 @@ scan, as a broadcast value cannot hold a different write per step.
 
 Example:
     >>> import jax.numpy as jnp, plait as nnx
-    >>> rnn = nnx.RNN(nnx.LSTMCell(3, 5, rngs=nnx.Rngs(0)))
-    >>> rnn(jnp.ones((2, 7, 3))).shape                     # (batch, time, hidden)
-    (2, 7, 5)
+    >>> rnn = nnx.RNN(nnx.LSTMCell(3, 4, rngs=nnx.Rngs(0)))
+    >>> rnn(jnp.ones((2, 5, 3))).shape                     # (batch, time, hidden)
+    (2, 5, 4)
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 
 from .. import initializers
-from ..errors import PlaitError, RngError
+from ..errors import LayerError, RngError
 from ..module import Module
 from ..rngs import Rngs, RngStream
 from ..transforms import Carry, StateAxes, scan
 from ..variables import Param
-from .linear import Linear
+from .linear import Linear, check_rngs
 
 __all__ = [
     "RNNCellBase",
@@ -114,14 +114,6 @@ def _dense(in_features: int, out_features: int, use_bias: bool, kernel_init: Any
                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def _check_rngs(rngs: Any, name: str) -> None:
-    if not isinstance(rngs, Rngs):
-        raise PlaitError(
-            f"{name} needs rngs=nnx.Rngs(...) to initialise its parameters, got {type(rngs).__name__}.\n"
-            f"Write nnx.{name}(in_features, hidden_features, rngs=nnx.Rngs(0))"
-        )
-
-
 class SimpleCell(RNNCellBase):
     """The Elman cell: ``h' = activation_fn(W_i x + b + W_h h)`` (``+ h`` with ``residual``).
 
@@ -152,7 +144,7 @@ class SimpleCell(RNNCellBase):
         bias_init: Any = default_bias_init,
         rngs: Rngs,
     ) -> None:
-        _check_rngs(rngs, "SimpleCell")
+        check_rngs(rngs, "SimpleCell", "nnx.SimpleCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.dtype = dtype
@@ -212,7 +204,7 @@ class LSTMCell(RNNCellBase):
         carry_init: Any = initializers.zeros,
         rngs: Rngs,
     ) -> None:
-        _check_rngs(rngs, "LSTMCell")
+        check_rngs(rngs, "LSTMCell", "nnx.LSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.gate_fn = gate_fn
@@ -277,7 +269,7 @@ class OptimizedLSTMCell(RNNCellBase):
         carry_init: Any = initializers.zeros,
         rngs: Rngs,
     ) -> None:
-        _check_rngs(rngs, "OptimizedLSTMCell")
+        check_rngs(rngs, "OptimizedLSTMCell", "nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.gate_fn = gate_fn
@@ -339,7 +331,7 @@ class GRUCell(RNNCellBase):
         carry_init: Any = initializers.zeros,
         rngs: Rngs,
     ) -> None:
-        _check_rngs(rngs, "GRUCell")
+        check_rngs(rngs, "GRUCell", "nnx.GRUCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.gate_fn = gate_fn
@@ -440,10 +432,10 @@ class RNN(Module):
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
-        >>> rnn = nnx.RNN(nnx.GRUCell(2, 3, rngs=nnx.Rngs(0)), return_carry=True)
-        >>> carry, ys = rnn(jnp.ones((4, 6, 2)), seq_lengths=jnp.array([6, 5, 2, 1]))
-        >>> carry.shape, ys.shape, ys[3, 1:].tolist() == [[0.0] * 3] * 5
-        ((4, 3), (4, 6, 3), True)
+        >>> rnn = nnx.RNN(nnx.GRUCell(3, 4, rngs=nnx.Rngs(0)), return_carry=True)
+        >>> carry, ys = rnn(jnp.ones((2, 5, 3)), seq_lengths=jnp.array([5, 2]))
+        >>> carry.shape, ys.shape, ys[1, 2:].tolist() == [[0.0] * 4] * 3     # past its end: zeros
+        ((2, 4), (2, 5, 4), True)
     """
 
     def __init__(
@@ -457,7 +449,7 @@ class RNN(Module):
         unroll: int = 1,
     ) -> None:
         if not callable(cell) or not hasattr(cell, "initialize_carry"):
-            raise PlaitError(
+            raise LayerError(
                 f"RNN expects a cell (a module with __call__(carry, x) and initialize_carry(shape)), "
                 f"got {type(cell).__name__}. Write nnx.RNN(nnx.LSTMCell(in_features, hidden, rngs=rngs))"
             )
@@ -488,7 +480,7 @@ class RNN(Module):
         n_features = getattr(self.cell, "num_feature_axes", 1)
         ndim = jnp.ndim(inputs)
         if ndim < n_features + 1:
-            raise PlaitError(
+            raise LayerError(
                 f"RNN got inputs of shape {tuple(jnp.shape(inputs))}: expected "
                 f"{'[time, batch..., features]' if time_major else '[batch..., time, features]'}, "
                 "at least a time axis and the feature axis"
@@ -498,7 +490,7 @@ class RNN(Module):
         if seq_lengths is not None:
             seq_lengths = jnp.asarray(seq_lengths)
             if tuple(seq_lengths.shape) != tuple(batch_shape):
-                raise PlaitError(
+                raise LayerError(
                     f"RNN: seq_lengths has shape {tuple(seq_lengths.shape)} but the inputs "
                     f"{tuple(inputs.shape)} have batch shape {tuple(batch_shape)}; give one length per sequence"
                 )

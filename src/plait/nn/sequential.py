@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import PlaitError
+from ..errors import LayerError
 from ..module import Module
 
 __all__ = ["Sequential"]
@@ -21,7 +21,7 @@ class Sequential(Module):
     Example:
         >>> import jax.numpy as jnp, plait as nnx
         >>> rngs = nnx.Rngs(0)
-        >>> mlp = nnx.Sequential(nnx.Linear(3, 8, rngs=rngs), nnx.relu, nnx.Linear(8, 2, rngs=rngs))
+        >>> mlp = nnx.Sequential(nnx.Linear(3, 4, rngs=rngs), nnx.relu, nnx.Linear(4, 2, rngs=rngs))
         >>> mlp(jnp.ones((4, 3))).shape, len(mlp.layers)
         ((4, 2), 3)
     """
@@ -29,7 +29,7 @@ class Sequential(Module):
     def __init__(self, *layers: Callable[..., Any]) -> None:
         for i, layer in enumerate(layers):
             if not callable(layer):
-                raise PlaitError(
+                raise LayerError(
                     f"Sequential: layer {i} is a {type(layer).__name__}, which cannot be called; "
                     "every layer must be a module or a function"
                 )
@@ -38,7 +38,7 @@ class Sequential(Module):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.layers:
             if len(args) != 1 or kwargs:
-                raise PlaitError("an empty Sequential returns its input, so it takes exactly one argument")
+                raise LayerError("an empty Sequential returns its input, so it takes exactly one argument")
             return args[0]
         first, *rest = self.layers
         out = first(*args, **kwargs)
