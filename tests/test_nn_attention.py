@@ -442,3 +442,38 @@ def test_transformer_stack_carrying_the_rng_state_gives_each_layer_its_own_mask(
     assert out.shape == (B, L, F) and bool(jnp.isfinite(out).all())
     assert int(rngs.default.count.value) == count + 2 * DEPTH  # two draws a layer, carried back out
     assert _distinct(ys), "every layer must draw its own dropout mask"
+
+
+def test_transformer_stack_with_remat_matches_without_and_keeps_per_layer_masks():
+    """remat inside the scanned layer: same loss and gradients as without it (same keys),
+    the RNG count still comes back out, and layers still draw their own masks."""
+    x = jnp.asarray(_randn(B, L, F))
+    state_axes = nnx.StateAxes({nnx.RngState: nnx.Carry, ...: 0})
+
+    def make_loss(use_remat):
+        def loss(stack):
+            @nnx.scan(in_axes=(nnx.Carry, state_axes), out_axes=(nnx.Carry, 0))
+            def forward(h, block):
+                step = nnx.remat(lambda b, h: b(h)) if use_remat else (lambda b, h: b(h))
+                out = step(block, h)
+                return out, out
+
+            out, ys = forward(x, stack)
+            return (out ** 2).mean(), ys
+
+        return nnx.jit(nnx.value_and_grad(loss, has_aux=True))
+
+    results = {}
+    for use_remat in (False, True):
+        rngs = nnx.Rngs(0)
+        stack = create_stack(rngs)
+        count = int(rngs.default.count.value)
+        (value, ys), grads = make_loss(use_remat)(stack)
+        assert int(rngs.default.count.value) == count + DEPTH  # one draw a layer, carried back out
+        results[use_remat] = (value, grads, ys)
+    (v0, g0, ys0), (v1, g1, ys1) = results[False], results[True]
+    np.testing.assert_allclose(ys1, ys0, rtol=1e-5, atol=1e-6)  # same keys: same masks
+    np.testing.assert_allclose(v1, v0, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert _distinct(list(ys1)) and bool(jnp.isfinite(ys1).all())
