@@ -825,3 +825,19 @@ def test_jit_in_and_out_shardings_with_state_sharding(multi):
     np.testing.assert_allclose(multi["jit_w"], xs + 1)
     assert multi["jit_w_spec_2"] == str(jax.sharding.PartitionSpec("d"))
     assert multi["jit_count_2"] == 2.0
+
+
+def test_custom_vjp_keyword_decorator_form_and_float_arguments():
+    @nnx.custom_vjp(nondiff_argnums=(1,))
+    def f(x, n):
+        return x * n
+
+    def fwd(x, n):
+        return f(x, n), None
+
+    def bwd(n, res, g):
+        return (g * n * 100,)
+
+    f.defvjp(fwd, bwd)
+    assert float(jax.grad(lambda x: f(x, 3))(1.0)) == 300.0  # the custom rule, with a Python float primal
+    assert float(nnx.grad(lambda x: x**2)(3.0)) == 6.0  # a float argument is data, not a constant

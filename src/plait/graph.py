@@ -238,7 +238,7 @@ class _Flattener:
             self.leaf_owners.append(self.owner)
             self.post.append(("leaf", k))
             return ("leaf", k)
-        if (t is float or t is complex) and self.owner is None:
+        if self.owner is None and isinstance(value, (float, complex, np.generic)) and t is not bool:
             # A Python float passed to a transform is data, as in JAX (grad w.r.t. it, map it);
             # held by a module it is configuration (epsilon, rate) and stays static.
             k = len(self.leaves)

@@ -44,6 +44,11 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp
         [[10.0, 10.0], [10.0, 10.0]]
     """
 
+    def __new__(cls, fun: Callable | None = None, nondiff_argnums: Sequence[int] = ()) -> Any:
+        if fun is None:  # @nnx.custom_vjp(nondiff_argnums=(1,))
+            return functools.partial(cls, nondiff_argnums=nondiff_argnums)
+        return super().__new__(cls)
+
     def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()) -> None:
         check_callable(fun, "custom_vjp")
         self.fun = fun
