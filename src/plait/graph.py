@@ -26,9 +26,9 @@ import numpy as np
 
 from . import object as _object
 from .errors import AxisError, GraphError
-from .filters import Filter
+from .filters import Filter, _Predicate, to_predicate
 from .object import Dict, List, Object, trace_state
-from .state import State, partition
+from .state import Origin, State, build, partition, skeleton
 from .variables import Variable
 
 __all__ = [
@@ -94,7 +94,8 @@ class GraphDef:
         'Linear'
     """
 
-    __slots__ = ("nodes", "roots", "leaf_paths", "leaf_nodes", "leaf_owners", "has_raw_leaves", "_hash", "_path_index")
+    __slots__ = ("nodes", "roots", "leaf_paths", "leaf_nodes", "leaf_owners", "has_raw_leaves", "_hash", "_path_index",
+                 "_plan")
 
     def __init__(self, nodes: tuple, roots: tuple, leaf_paths: tuple, leaf_nodes: tuple, leaf_owners: tuple) -> None:
         self.nodes = nodes
@@ -105,6 +106,7 @@ class GraphDef:
         self.has_raw_leaves = -1 in leaf_nodes
         self._hash: int | None = None
         self._path_index: dict | None = None
+        self._plan: tuple | None = None  # how to build new objects from leaves (see _build_new)
 
     def __eq__(self, other: Any) -> bool:
         if self is other:
@@ -139,7 +141,7 @@ jax.tree_util.register_pytree_node(GraphDef, lambda gd: ((), gd), lambda gd, _: 
 class Flat:
     """A flattening: the GraphDef, the node objects by index, and the leaves."""
 
-    __slots__ = ("graphdef", "objs", "leaves", "slots", "cacheable", "node_paths", "post")
+    __slots__ = ("graphdef", "objs", "leaves", "slots", "cacheable", "node_paths", "post", "plans")
 
     def __init__(self, graphdef: GraphDef, objs: list, leaves: list, cacheable: bool = True,
                  node_paths: list | None = None, post: list | None = None) -> None:
@@ -151,6 +153,7 @@ class Flat:
         self.leaves = leaves
         # The Variable that holds each leaf (None for raw arrays): where values are written.
         self.slots = [objs[n] if n >= 0 else None for n in graphdef.leaf_nodes]
+        self.plans: dict = {}  # filters -> how state/split lay out their States (see _states)
 
     def current_leaves(self) -> list:
         """The leaves as they are now (values may have been written since flattening)."""
@@ -382,20 +385,22 @@ def unflatten(graphdef: GraphDef, leaves: list, reuse: list | None = None) -> tu
     updated in place: Variable values and metadata set, object attributes replaced where
     they differ, removed attributes deleted.
     """
+    if reuse is None:
+        return _build_new(graphdef, leaves)
     nodes = graphdef.nodes
     objs: list = [None] * len(nodes)
-    n_reuse = len(reuse) if reuse is not None else 0
+    n_reuse = len(reuse)
     trace = trace_state()
     for i, nd in enumerate(nodes):
         old = reuse[i] if i < n_reuse else None
         if nd[0] == VAR:
             if old is None:
                 old = object.__new__(nd[1])
-                old._meta = dict(nd[2])
+                old._meta = _meta_of(nd[2])
                 old._plait_seen = False
                 old._trace = trace
             elif nd[2] != _static_items(old._meta):
-                old._meta = dict(nd[2])
+                old._meta = _meta_of(nd[2])
             old._value = leaves[nd[3]]
             objs[i] = old
         else:
@@ -420,6 +425,71 @@ def unflatten(graphdef: GraphDef, leaves: list, reuse: list | None = None) -> tu
                 attrs[name] = builder.build(ref)
     roots = tuple([builder.build(r) for r in graphdef.roots])
     return roots, objs
+
+
+def _meta_of(items: tuple) -> dict:
+    return {k: v.value if type(v) is _ByIdentity else v for k, v in items}
+
+
+def _plan(graphdef: GraphDef) -> tuple:
+    """How to build a GraphDef's objects anew, worked out once per GraphDef.
+
+    Variables: ``(node, type, metadata, leaf)``; the metadata dict is shared by every build
+    (it is replaced, never edited, see ``Variable.set_metadata``). Objects: ``(node, type)``
+    to create, then ``(node, attributes, node_refs, other_refs)`` to fill: ``attributes``
+    holds the static attributes in their order, with placeholders that ``node_refs``
+    (``(name, node)``) and ``other_refs`` (containers, arrays) overwrite.
+    """
+    if graphdef._plan is None:
+        variables, objects, fills = [], [], []
+        for i, nd in enumerate(graphdef.nodes):
+            if nd[0] == VAR:
+                variables.append((i, nd[1], _meta_of(nd[2]), nd[3]))
+                continue
+            objects.append((i, nd[1]))
+            attrs, node_refs, other_refs = {}, [], []
+            for name, ref in nd[2]:
+                if type(ref) is int:
+                    attrs[name] = None
+                    node_refs.append((name, ref))
+                elif ref[0] == "static":
+                    attrs[name] = ref[1].value if type(ref[1]) is _ByIdentity else ref[1]
+                else:
+                    attrs[name] = None
+                    other_refs.append((name, ref))
+            fills.append((i, attrs, tuple(node_refs), tuple(other_refs)))
+        graphdef._plan = (tuple(variables), tuple(objects), tuple(fills))
+    return graphdef._plan
+
+
+def _build_new(graphdef: GraphDef, leaves: list) -> tuple[tuple, list]:
+    """:func:`unflatten` without ``reuse``: every object new, following :func:`_plan`."""
+    variables, objects, fills = _plan(graphdef)
+    objs: list = [None] * len(graphdef.nodes)
+    trace = trace_state()
+    new = object.__new__
+    for i, cls, meta, k in variables:
+        v = new(cls)
+        v._value = leaves[k]
+        v._meta = meta
+        v._plait_seen = False
+        v._trace = trace
+        objs[i] = v
+    set_slot = object.__setattr__
+    for i, cls in objects:
+        obj = new(cls)
+        set_slot(obj, "_plait_seen", False)
+        set_slot(obj, "_plait_trace", trace)
+        objs[i] = obj
+    builder = _Builder(objs, leaves)
+    for i, attrs, node_refs, other_refs in fills:
+        d = objs[i].__dict__
+        d.update(attrs)
+        for name, j in node_refs:
+            d[name] = objs[j]
+        for name, ref in other_refs:
+            d[name] = builder.build(ref)
+    return tuple([builder.build(r) for r in graphdef.roots]), objs
 
 
 def write_leaves(flat: Flat, updates: Mapping[int, Any]) -> None:
@@ -453,21 +523,95 @@ def _path_text(path: tuple) -> str:
     return ".".join(str(p) for p in path) if path else "<root>"
 
 
-def _leaf_entries(flat: Flat, leaves: list) -> list[tuple[tuple, Any]]:
-    """``(path relative to root, state leaf)`` for each leaf: Variables are copied."""
+def _states(flat: Flat, filters: tuple, strict: bool = False) -> list[State]:
+    """One State per filter (all state if none) of the graph ``flat`` describes.
+
+    Each leaf goes to the first filter that selects it (with ``strict``, one must); Variables
+    are copied. Which leaf goes where, and the nesting of each State, depend only on the
+    structure when the filters are structural (types, tags, paths), so they are worked out
+    once per cached flattening; each State remembers its :class:`~plait.state.Origin`.
+    """
     gd = flat.graphdef
+    plan = flat.plans.get(filters) if _hashable_filters(filters) else None
+    leaves = flat.current_leaves() if gd.has_raw_leaves else None
+    if plan is None:
+        if filters:
+            values = [leaves[k] if s is None else s for k, s in enumerate(flat.slots)] if leaves else flat.slots
+            entries = [(p[1:], values[k]) for k, p in enumerate(gd.leaf_paths)]
+            groups = partition(entries, filters)
+        else:
+            groups = [list(range(gd.num_leaves)), []]
+        if strict and groups[-1]:
+            _unclaimed(gd, groups[-1], flat, leaves, filters)
+        plan = [(tuple(g), skeleton([gd.leaf_paths[k][1:] for k in g])) for g in groups[:-1]]
+        if all(isinstance(to_predicate(f), _Predicate) for f in filters) and _hashable_filters(filters):
+            flat.plans[filters] = plan
+    slots, new = flat.slots, object.__new__
     out = []
-    for k, path in enumerate(gd.leaf_paths):
-        slot = flat.slots[k]
-        if slot is not None:
-            v = object.__new__(type(slot))
-            v._value = leaves[k]
-            v._meta = slot._meta.copy()
+    for indices, skel in plan:
+        entries = []
+        for k in indices:
+            s = slots[k]
+            if s is None:
+                entries.append(leaves[k])  # type: ignore[index]
+                continue
+            v = new(type(s))
+            v._value = s._value
+            v._meta = s._meta  # shared: metadata is replaced, never edited
             v._plait_seen = False
             v._trace = None
-            out.append((path[1:], v))
-        else:
-            out.append((path[1:], leaves[k]))
+            entries.append(v)
+        origin = Origin(gd, indices, entries)
+        st = build(skel, entries, origin)
+        origin.root = id(st)
+        out.append(st)
+    return out
+
+
+def _hashable_filters(filters: tuple) -> bool:
+    try:
+        hash(filters)
+    except TypeError:
+        return False
+    return True
+
+
+def _unclaimed(gd: GraphDef, rest: list, flat: Flat, leaves: list | None, filters: tuple) -> None:
+    from .errors import FilterError, describe
+
+    def value(k: int) -> Any:
+        return flat.slots[k] if flat.slots[k] is not None else leaves[k]  # type: ignore[index]
+
+    left = "\n".join("  " + describe(_path_text(gd.leaf_paths[k][1:]), value(k)) for k in rest[:10])
+    more = f"\n  ... and {len(rest) - 10} more" if len(rest) > 10 else ""
+    names = ", ".join(_filter_name(f) for f in filters)
+    raise FilterError(
+        f"split({names}) leaves {len(rest)} Variable(s) unclaimed:\n{left}{more}\n"
+        f"Every Variable must match one filter. Add `...` as the last filter to collect the "
+        f"rest: nnx.split(model, {names}, ...)"
+    )
+
+
+def _origin_leaves(graphdef: GraphDef, states: tuple) -> list | None:
+    """The leaves of ``graphdef`` taken by position from States that :func:`split` or
+    :func:`state` made for a graph of this structure and that were not edited since; None
+    if any State is not such, or they do not give every leaf exactly once."""
+    n = graphdef.num_leaves
+    if len(states) == 1:
+        s = states[0]
+        o = s._origin if type(s) is State else None
+        if o is None or not o.of(s) or len(o.indices) != n or not (o.graphdef is graphdef or o.graphdef == graphdef):
+            return None
+        return [e._value if isinstance(e, Variable) else e for e in o.entries]
+    out: list = [_MISSING] * n
+    for s in states:
+        o = s._origin if type(s) is State else None
+        if o is None or not o.of(s) or not (o.graphdef is graphdef or o.graphdef == graphdef):
+            return None
+        for k, e in zip(o.indices, o.entries):
+            out[k] = e._value if isinstance(e, Variable) else e
+    if any(x is _MISSING for x in out) or sum(len(s._origin.indices) for s in states) != n:
+        return None
     return out
 
 
@@ -499,22 +643,7 @@ def split(node: Any, *filters: Filter) -> tuple:
     """
     _check_node(node, "split")
     flat = flatten_cached((node,))
-    entries = _leaf_entries(flat, flat.current_leaves())
-    if not filters:
-        return flat.graphdef, State.from_flat_state(entries)
-    parts = partition(entries, filters)
-    if parts[-1]:
-        from .errors import FilterError, describe
-
-        left = "\n".join("  " + describe(_path_text(p), v) for p, v in parts[-1][:10])
-        more = f"\n  ... and {len(parts[-1]) - 10} more" if len(parts[-1]) > 10 else ""
-        names = ", ".join(_filter_name(f) for f in filters)
-        raise FilterError(
-            f"split({names}) leaves {len(parts[-1])} Variable(s) unclaimed:\n{left}{more}\n"
-            f"Every Variable must match one filter. Add `...` as the last filter to collect the "
-            f"rest: nnx.split(model, {names}, ...)"
-        )
-    return (flat.graphdef, *[State.from_flat_state(p) for p in parts[:-1]])
+    return (flat.graphdef, *_states(flat, filters, strict=True))
 
 
 def _filter_name(f: Any) -> str:
@@ -533,12 +662,7 @@ def state(node: Any, *filters: Filter) -> Any:
         (2, 3)
     """
     _check_node(node, "state")
-    flat = flatten_cached((node,))
-    entries = _leaf_entries(flat, flat.current_leaves())
-    if not filters:
-        return State.from_flat_state(entries)
-    parts = partition(entries, filters)
-    states = [State.from_flat_state(p) for p in parts[:-1]]
+    states = _states(flatten_cached((node,)), filters)
     return states[0] if len(states) == 1 else tuple(states)
 
 
@@ -572,7 +696,15 @@ def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
     """
     if not isinstance(graphdef, GraphDef):
         raise GraphError(f"merge expects a GraphDef first, got a {type(graphdef).__name__}")
-    given = _flat_entries((state, *states))
+    leaves = _origin_leaves(graphdef, (state, *states))
+    if leaves is None:
+        leaves = _leaves_by_path(graphdef, (state, *states))
+    roots, _ = unflatten(graphdef, leaves)
+    return roots[0]
+
+
+def _leaves_by_path(graphdef: GraphDef, states: tuple) -> list:
+    given = _flat_entries(states)
     leaves = []
     missing = []
     for path in graphdef.leaf_paths:
@@ -591,8 +723,7 @@ def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
     if given:
         shown = ", ".join(f"`{_path_text(p)}`" for p in list(given)[:8])
         raise GraphError(f"merge: the state has path(s) the GraphDef does not have: {shown}")
-    roots, _ = unflatten(graphdef, leaves)
-    return roots[0]
+    return leaves
 
 
 def update(node: Any, state: Any, /, *states: Any) -> None:
@@ -612,7 +743,17 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
 
         raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update")
     flat = flatten_cached((node,))
-    index = flat.graphdef.path_index()
+    gd, given = flat.graphdef, (state, *states)
+    if not gd.has_raw_leaves and all(
+        type(s) is State and s._origin is not None and s._origin.of(s)
+        and (s._origin.graphdef is gd or s._origin.graphdef == gd) for s in given
+    ):  # States split from a graph of this structure: leaves by position
+        slots = flat.slots
+        for s in given:
+            for k, e in zip(s._origin.indices, s._origin.entries):
+                slots[k]._value = e._value if isinstance(e, Variable) else e
+        return
+    index = gd.path_index()
     updates = {}
     for path, leaf in _flat_entries((state, *states)).items():
         k = index.get(path)

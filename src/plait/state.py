@@ -28,18 +28,43 @@ import numpy as np
 from .filters import Filter, to_predicate
 from .variables import Variable
 
-__all__ = ["State", "PathParts"]
+__all__ = ["State", "PathParts", "Origin"]
 
 PathParts = tuple  # a path: attribute names, list indices and dict keys from the root
+
+
+class Origin:
+    """Where a State that ``split``/``state`` built came from, so ``merge``/``update`` can
+    take its leaves by position instead of looking each path up.
+
+    Every level of one State tree shares it; an edit to any level (``__setitem__``,
+    ``__delitem__``, ``replace_by_pure_dict``) marks it stale, and the path-by-path route is
+    taken again. Changing a Variable's value in place keeps it valid: entries are read when
+    used.
+    """
+
+    __slots__ = ("graphdef", "indices", "entries", "root", "intact")
+
+    def __init__(self, graphdef: Any, indices: tuple, entries: list) -> None:
+        self.graphdef = graphdef  # the GraphDef the entries' positions refer to
+        self.indices = indices  # per entry: its leaf index in the GraphDef
+        self.entries = entries  # the State's leaves, in flat order (Variables or arrays)
+        self.root = 0  # id() of the root State (sub-States share the Origin but are not it)
+        self.intact = True
+
+    def of(self, state: State) -> bool:
+        """True if ``state`` is, unchanged, the root State this Origin describes."""
+        return self.intact and self.root == id(state)
 
 
 class State(MutableMapping):
     """A nested mapping from path parts to Variables (or raw arrays)."""
 
-    __slots__ = ("_mapping",)
+    __slots__ = ("_mapping", "_origin")
 
     def __init__(self, mapping: Mapping | None = None, /) -> None:
         self._mapping: dict = {}
+        self._origin: Origin | None = None
         if mapping is not None:
             for key, value in mapping.items():
                 self._mapping[key] = State(value) if _is_mapping(value) else value
@@ -48,16 +73,23 @@ class State(MutableMapping):
     def _wrap(cls, mapping: dict) -> State:
         new = object.__new__(cls)
         new._mapping = mapping
+        new._origin = None
         return new
+
+    def _edited(self) -> None:
+        if self._origin is not None:
+            self._origin.intact = False
 
     # -- mapping protocol -------------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
         return self._mapping[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        self._edited()
         self._mapping[key] = State(value) if _is_mapping(value) else value
 
     def __delitem__(self, key: Any) -> None:
+        self._edited()
         del self._mapping[key]
 
     def __iter__(self) -> Iterator:
@@ -102,18 +134,8 @@ class State(MutableMapping):
     @classmethod
     def from_flat_state(cls, flat: Any) -> State:
         """The inverse of :meth:`flat_state` (also accepts a ``{path: leaf}`` dict)."""
-        items = flat.items() if isinstance(flat, Mapping) else flat
-        root: dict = {}
-        for path, leaf in items:
-            if not path:
-                raise ValueError("a State entry needs a non-empty path")
-            node = root
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ValueError(f"path {path} runs through a leaf")
-            node[path[-1]] = leaf
-        return _from_nested_dict(root)
+        items = list(flat.items() if isinstance(flat, Mapping) else flat)
+        return build(skeleton([path for path, _ in items]), [leaf for _, leaf in items])
 
     def to_pure_dict(self) -> dict:
         """Nested plain dicts of raw values (Variables replaced by their ``.value``)."""
@@ -124,6 +146,7 @@ class State(MutableMapping):
 
     def replace_by_pure_dict(self, pure_dict: Mapping, replace_fn: Callable | None = None) -> None:
         """Put the values of a pure dict (see :meth:`to_pure_dict`) into this State, in place."""
+        self._edited()
         for key, value in pure_dict.items():
             if key not in self._mapping and isinstance(key, str) and key.isdigit() and int(key) in self._mapping:
                 key = int(key)  # checkpoints store list indices as strings
@@ -140,24 +163,25 @@ class State(MutableMapping):
     # -- filtering and merging ----------------------------------------------------------------
     def filter(self, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
         """The entries each filter selects (first match wins); one State per filter."""
-        all_filters = (first, *filters)
-        parts = partition(self.flat_state(), all_filters)
-        states = tuple(State.from_flat_state(p) for p in parts[:-1])
+        flat = self.flat_state()
+        parts = partition(flat, (first, *filters))
+        states = tuple(State.from_flat_state([flat[k] for k in p]) for p in parts[:-1])
         return states[0] if len(states) == 1 else states
 
     def split(self, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
         """Like :meth:`filter`, but every entry must be selected by some filter."""
         all_filters = (first, *filters)
-        parts = partition(self.flat_state(), all_filters)
+        flat = self.flat_state()
+        parts = partition(flat, all_filters)
         if parts[-1]:
             from .errors import FilterError
 
-            left = ", ".join(".".join(map(str, p)) for p, _ in parts[-1][:8])
+            left = ", ".join(".".join(map(str, flat[k][0])) for k in parts[-1][:8])
             raise FilterError(
                 f"State.split filters {all_filters!r} leave entries unselected: {left}.\n"
                 "Add `...` as the last filter to collect the rest."
             )
-        states = tuple(State.from_flat_state(p) for p in parts[:-1])
+        states = tuple(State.from_flat_state([flat[k] for k in p]) for p in parts[:-1])
         return states[0] if len(states) == 1 else states
 
     @staticmethod
@@ -193,28 +217,70 @@ def _leaf_equal(a: Any, b: Any) -> bool:
         return bool(jax.numpy.all(a == b))
 
 
-def _from_nested_dict(d: dict) -> State:
-    return State._wrap({k: _from_nested_dict(v) if type(v) is dict else v for k, v in d.items()})
+def skeleton(paths: list) -> tuple:
+    """How to nest leaves at ``paths`` into a State, for :func:`build`: its levels, children
+    before parents (the root last), each ``(keys, refs)``. A ref below ``len(paths)`` is a
+    leaf's position in ``paths``; above, ``len(paths) + j`` is the ``j``-th level. Worked out
+    once per graph structure (and filter) and reused."""
+    root: dict = {}
+    for position, path in enumerate(paths):
+        if not path:
+            raise ValueError("a State entry needs a non-empty path")
+        node = root
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if type(node) is not dict:
+                raise ValueError(f"path {path} runs through a leaf")
+        if type(node.get(path[-1])) is dict:
+            raise ValueError(f"path {path} is a leaf and a prefix of other paths")
+        node[path[-1]] = position
+    levels: list = []
+
+    def visit(node: dict) -> int:
+        refs = tuple([visit(v) if type(v) is dict else v for v in node.values()])
+        levels.append((tuple(node), refs))
+        return len(paths) + len(levels) - 1
+
+    visit(root)
+    return tuple(levels)
+
+
+def build(levels: tuple, entries: list, origin: Origin | None = None) -> State:
+    """The State that :func:`skeleton` ``levels`` describe, holding ``entries`` (the leaves,
+    in the order of the paths given to it)."""
+    values = list(entries)
+    new = object.__new__
+    for keys, refs in levels:
+        mapping = {}
+        for key, ref in zip(keys, refs):
+            mapping[key] = values[ref]
+        level = new(State)
+        level._origin = origin
+        level._mapping = mapping
+        values.append(level)
+    return values[-1]
 
 
 def _flatten_into(state: State, prefix: tuple, out: list) -> None:
     for key, value in state._mapping.items():
-        if isinstance(value, State):
+        if type(value) is State:
             _flatten_into(value, prefix + (key,), out)
         else:
             out.append((prefix + (key,), value))
 
 
-def partition(flat: list, filters: tuple) -> list[list]:
+def partition(flat: list, filters: tuple) -> list[list[int]]:
+    """Positions in ``flat`` (``[(path, leaf), ...]``) of the entries each filter selects (the
+    first match wins), and last, of those none selects."""
     predicates = [to_predicate(f) for f in filters]
-    parts: list[list] = [[] for _ in range(len(predicates) + 1)]
-    for path, leaf in flat:
+    parts: list[list[int]] = [[] for _ in range(len(predicates) + 1)]
+    for k, (path, leaf) in enumerate(flat):
         for i, predicate in enumerate(predicates):
             if predicate(path, leaf):
-                parts[i].append((path, leaf))
+                parts[i].append(k)
                 break
         else:
-            parts[-1].append((path, leaf))
+            parts[-1].append(k)
     return parts
 
 

@@ -118,10 +118,14 @@ class Variable:
         return dict(self._meta)
 
     def set_metadata(self, name: str, value: Any) -> None:
-        """Set one metadata entry (metadata is part of the structure, so caches reset)."""
+        """Set one metadata entry (metadata is part of the structure, so caches reset).
+
+        The metadata dict is replaced, never changed in place: copies of a Variable (its
+        entries in a State, a merged graph) share it until one of them sets something.
+        """
         if self._plait_seen:
             structure_changed()
-        self._meta[name] = value
+        self._meta = {**self._meta, name: value}
 
     def replace(self, value: Any = _KEEP, **metadata: Any) -> Variable:
         """A new Variable of the same type: same metadata (updated), a new value."""
