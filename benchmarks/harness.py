@@ -9,11 +9,13 @@ median over repeats, and its ratio to the baseline is the median of the per-repe
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import dataclasses
 import gc
 import os
 import pstats
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -36,7 +38,10 @@ class Runner:
     step: Callable[[], Any]
     masks: Callable[[], Any]
     n_variables: int
-    inner: Callable[[], Any] | None = None  # the underlying jax.jit call alone (plait only)
+    # Diagnostics for W1 (raw JAX and plait only):
+    python_only: Callable[[], Any] | None = None  # the step with its compiled call stubbed out
+    stub: Callable[[], Any] = contextlib.nullcontext  # context in which python_only's stub is installed
+    lowered: Callable[[], Any] | None = None  # the step's jax.stages.Lowered (W2: the program's size)
 
 
 def block(x: Any) -> Any:
@@ -49,8 +54,7 @@ def time_steps(step: Callable[[], Any], number: int, sync: bool = True) -> float
     Dispatch is asynchronous, so with ``sync`` the last result is waited for: the figure is
     the steady-state cost of a step, whichever of Python dispatch or device work is slower.
     """
-    gc.collect()
-    gc.disable()
+    gc.disable()  # no collection inside a sample (collected once per interleaved run instead)
     try:
         t0 = time.perf_counter()
         out = None
@@ -90,6 +94,7 @@ def interleaved(cases: dict[str, Callable[[], Any]], *, baseline: str, repeats: 
     warm-up call, so fast and slow cases get samples of similar length.
     """
     names = list(cases)
+    gc.collect()
     number = {}
     for name in names:
         out = cases[name]()
@@ -103,6 +108,14 @@ def interleaved(cases: dict[str, Callable[[], Any]], *, baseline: str, repeats: 
         for name in names[shift:] + names[:shift]:
             samples[name].append(time_steps(cases[name], number[name], sync))
     return Timing(samples, baseline)
+
+
+_OP = re.compile(r'^\s*(?:%[^=]+=\s*)?"?(?!func\.func)([a-z_]+\.[a-z_]+)')
+
+
+def lowered_ops(lowered: Any) -> int:
+    """Operations in a lowered (StableHLO) module: a deterministic size of the program XLA compiles."""
+    return sum(1 for line in lowered.as_text().splitlines() if _OP.match(line))
 
 
 class CompileClock:
@@ -157,6 +170,19 @@ def python_calls(step: Callable[[], Any]) -> int:
         _BASELINE_CALLS = _profiled_calls(lambda: None)
     block(step())  # warm: compiled, caches filled
     return _profiled_calls(step) - _BASELINE_CALLS
+
+
+def call_list(step: Callable[[], Any]) -> list[tuple[str, int]]:
+    """The calls cProfile sees in one warmed-up ``step()``: ``(file:function, count)``."""
+    block(step())
+    prof = cProfile.Profile()
+    prof.enable()
+    step()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows = [(f"{_short(path)}:{func}", ncalls) for (path, _line, func), (_cc, ncalls, *_rest) in stats.items()
+            if "_lsprof.Profiler" not in func and not _short(path).startswith("impl_")]  # not the runner's closure
+    return sorted(rows, key=lambda r: -r[1])
 
 
 def profile_rows(step: Callable[[], Any], number: int, top: int = 8, sync: bool = True) -> list[tuple[str, float, float, float]]:

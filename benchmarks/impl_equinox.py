@@ -174,7 +174,8 @@ def _runner(model, lr: float, loss_of_outputs, data) -> Runner:
         state[0], state[1], state[2], (loss, m) = masks_fn(state[0], state[1], state[2], *data)
         return m
 
-    return Runner(step, masks, len(jax.tree.leaves(eqx.filter(state, eqx.is_array))))
+    return Runner(step, masks, len(jax.tree.leaves(eqx.filter(state, eqx.is_array))),
+                  lowered=lambda: step_fn.lower(*state, *data))
 
 
 def mlp(cfg: maths.MLPConfig) -> Runner:
@@ -186,8 +187,9 @@ def mlp(cfg: maths.MLPConfig) -> Runner:
 
 
 def lm_model(cfg: maths.LMConfig, stacked: bool) -> LM:
-    # Built under filter_jit: one compilation instead of many eager ops (not timed anyway).
-    return eqx.filter_jit(LM)(cfg, jax.random.key(0), stacked)
+    """Built under filter_jit for a stack (one compilation instead of many eager ops for the
+    stacked shapes), eagerly for a list (each op's compilation is reused by every layer)."""
+    return (eqx.filter_jit(LM) if stacked else LM)(cfg, jax.random.key(0), stacked)
 
 
 def lm(cfg: maths.LMConfig, stacked: bool = True) -> Runner:

@@ -34,24 +34,20 @@ def n_variables(*nodes) -> int:
 
 
 def _wrap(variant: str, fn, model, optimizer, data):
-    """``() -> fn(model, optimizer, *data)`` through the variant's jit, as one closure."""
-    if variant == "jit":
-        jitted = nnx.jit(fn)
-        return lambda: jitted(model, optimizer, *data)
-    if variant == "jit(graph=False)":
-        jitted = nnx.jit(fn, graph=False)
-        return lambda: jitted(model, optimizer, *data)
+    """``() -> fn(model, optimizer, *data)`` through the variant's jit, as one closure; and
+    ``() -> Lowered`` where the variant can lower."""
     if variant == "cached_partial":
         cached = nnx.cached_partial(nnx.jit(fn), model, optimizer)
-        return lambda: cached(*data)
-    raise ValueError(variant)
+        return (lambda: cached(*data)), None
+    jitted = nnx.jit(fn) if variant == "jit" else nnx.jit(fn, graph=False)
+    return (lambda: jitted(model, optimizer, *data)), (lambda: jitted.lower(model, optimizer, *data))
 
 
 def _runner(variant: str, model, lr: float, step_fn, masks_fn, data) -> Runner:
     optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
-    step = _wrap(variant, step_fn, model, optimizer, data)
-    masks = _wrap(variant, masks_fn, model, optimizer, data)
-    return Runner(step, lambda: masks()[1], n_variables(model, optimizer))
+    step, lowered = _wrap(variant, step_fn, model, optimizer, data)
+    masks, _ = _wrap(variant, masks_fn, model, optimizer, data)
+    return Runner(step, lambda: masks()[1], n_variables(model, optimizer), lowered=lowered)
 
 
 def mlp(cfg: maths.MLPConfig, variant: str = "jit") -> Runner:

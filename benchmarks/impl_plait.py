@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import types
+
 import jax
 import maths
 import models_nnx
@@ -34,13 +37,26 @@ def _runner(model, lr: float, step_fn, masks_fn, data) -> Runner:
     def run_masks():
         return masks(model, optimizer, *data)[1]
 
+    # Diagnostics (W1): these reach into plait's jit cache, so run.py treats them as optional.
     def inner():
         """The ``jax.jit`` call that plait's jit makes, on the same inputs, and nothing else."""
         last = step._last
         leaves = [v._value for v in last.flat.slots]
         return last.entry.jitted(*leaves, *data, {}, ((), ()))
 
-    return Runner(run, run_masks, n_variables(model, optimizer), inner)
+    @contextlib.contextmanager
+    def stub():
+        """Within: the compiled call returns a saved result at once, leaving plait's Python alone."""
+        entry = step._last.entry
+        jitted, result = entry.jitted, inner()
+        entry.jitted = lambda *_: result
+        try:
+            yield
+        finally:
+            entry.jitted = jitted
+
+    return Runner(run, run_masks, n_variables(model, optimizer), python_only=run, stub=stub,
+                  lowered=lambda: step.lower(model, optimizer, *data))
 
 
 def mlp(cfg: maths.MLPConfig) -> Runner:
@@ -66,3 +82,16 @@ def graph_ops(model) -> dict:
         "state": lambda: nnx.state(model),
         "update": lambda: nnx.update(model, state),
     }
+
+
+def object_floor(model):
+    """W3's floor for any library that rebuilds Python objects: one ``types.SimpleNamespace``
+    (the cheapest Python object with attributes, built in C) per object and Variable of
+    ``model``'s graph, with as many attributes. No graph logic at all. Returns the callable
+    and the number of objects it builds."""
+    from plait import graph
+
+    attrs = [dict(node[2]) if node[0] == graph.OBJ else {"_value": 0, "_meta": 0, "_plait_seen": 0, "_trace": 0}
+             for node in graph.graphdef(model).nodes]
+    namespace = types.SimpleNamespace
+    return (lambda: [namespace(**a) for a in attrs]), len(attrs)

@@ -7,8 +7,6 @@ back" costs without a module system.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import maths
@@ -43,15 +41,29 @@ def _rng(seed: int) -> dict:
 def _runner(step_fn, masks_fn, params, tx, data) -> Runner:
     state = [params, tx.init(params), _rng(1)]
 
-    def step():
-        state[0], state[1], state[2], loss = step_fn(state[0], state[1], state[2], *data)
-        return loss
+    def closure(step_fn, state):
+        def step():
+            state[0], state[1], state[2], loss = step_fn(state[0], state[1], state[2], *data)
+            return loss
+
+        return step
+
+    step = closure(step_fn, state)
 
     def masks():
         state[0], state[1], state[2], (loss, m) = masks_fn(state[0], state[1], state[2], *data)
         return m
 
-    return Runner(step, masks, len(jax.tree.leaves(state)))
+    saved = []
+
+    def stub(*args):
+        """Stands for the compiled call: one real call, then its saved result at once."""
+        if not saved:
+            saved.append(step_fn(*args))
+        return saved[0]
+
+    return Runner(step, masks, len(jax.tree.leaves(state)), python_only=closure(stub, list(state)),
+                  lowered=lambda: step_fn.lower(*state, *data))
 
 
 def _train_step(loss_fn, tx, with_masks: bool):
@@ -104,8 +116,13 @@ def _block_params(key: jax.Array, cfg: maths.LMConfig) -> dict:
     }
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))  # one compilation instead of hundreds of eager ops
 def lm_params(cfg: maths.LMConfig, stacked: bool, seed: int = 0) -> dict:
+    """Built under one jit for a stack (vmap of eager ops would compile each op for the
+    stacked shapes), eagerly for a list (each op's compilation is reused by every layer)."""
+    return _lm_params_jit(cfg, True, seed) if stacked else _lm_params(cfg, False, seed)
+
+
+def _lm_params(cfg: maths.LMConfig, stacked: bool, seed: int = 0) -> dict:
     k_embed, k_pos, k_head, k_blocks = jax.random.split(jax.random.key(seed), 4)
     keys = jax.random.split(k_blocks, cfg.depth)
     if stacked:
@@ -119,6 +136,9 @@ def lm_params(cfg: maths.LMConfig, stacked: bool, seed: int = 0) -> dict:
         "ln_f": {"scale": jnp.ones((cfg.d_model,)), "bias": jnp.zeros((cfg.d_model,))},
         "head": _linear(k_head, cfg.d_model, cfg.vocab),
     }
+
+
+_lm_params_jit = jax.jit(_lm_params, static_argnums=(0, 1, 2))
 
 
 def _block(p: dict, x: jax.Array, key: jax.Array, cfg: maths.LMConfig) -> tuple[jax.Array, jax.Array]:

@@ -15,7 +15,11 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class MLPConfig:
-    """W1: an MLP of ``depth`` Linear(width, width) layers with ReLU and Dropout."""
+    """W1: an MLP of ``depth`` Linear(width, width) layers with Dropout and ReLU.
+
+    Each layer is ``relu(dropout(linear(x)))``, the same function as ``dropout(relu(...))``,
+    but with Dropout's input dense, so that its mask can be read off its output (W4).
+    """
 
     depth: int = 8
     width: int = 32
