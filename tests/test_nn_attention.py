@@ -264,8 +264,13 @@ def test_mha_sow_weights_keeps_the_attention_weights():
     x = jnp.asarray(_randn(B, L, F))
     mha(x, sow_weights=True)
     w = mha.attention_weights
-    assert type(w) is nnx.Intermediate and w.value.shape == (B, 2, L, L)
-    np.testing.assert_allclose(np.asarray(w.value.sum(-1)), np.ones((B, 2, L)), rtol=1e-5)
+    assert type(w) is nnx.Intermediate and len(w.value) == 1 and w.value[0].shape == (B, 2, L, L)
+    np.testing.assert_allclose(np.asarray(w.value[0].sum(-1)), np.ones((B, 2, L)), rtol=1e-5)
+    mha(2 * x, sow_weights=True)  # sown again: appended, as Flax NNX does
+    assert len(mha.attention_weights.value) == 2
+    assert not np.allclose(np.asarray(mha.attention_weights.value[0]), np.asarray(mha.attention_weights.value[1]))
+    popped = nnx.pop(mha, nnx.Intermediate)
+    assert len(popped["attention_weights"].value) == 2 and not hasattr(mha, "attention_weights")
 
 
 def test_mha_dropout_draws_a_new_mask_each_call_and_is_off_when_deterministic():

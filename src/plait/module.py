@@ -24,11 +24,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from .errors import StateError, describe
 from .graph import iter_graph
 from .object import Object
+from .variables import Variable
 
 __all__ = ["Module", "iter_modules"]
 
@@ -45,6 +47,52 @@ class Module(Object):
         for name, value in self.__dict__.items():
             if isinstance(value, Module):
                 yield name, value
+
+    def sow(
+        self,
+        variable_type: type[Variable],
+        name: str,
+        value: Any,
+        reduce_fn: Callable[[Any, Any], Any] = lambda xs, x: (*xs, x),
+        init_fn: Callable[[], Any] = tuple,
+    ) -> None:
+        """Record ``value`` in a Variable attribute ``name`` of type ``variable_type``.
+
+        The first call creates it holding ``reduce_fn(init_fn(), value)``; later calls set it to
+        ``reduce_fn(current, value)``. By default the Variable holds a tuple of every value
+        sown since it was created (or last popped with ``nnx.pop``). Under ``nnx.jit`` and the
+        other transforms the new attribute is written back like any other change.
+
+        Example:
+            >>> import jax.numpy as jnp, plait as nnx
+            >>> class Probe(nnx.Module):
+            ...     def __call__(self, x):
+            ...         self.sow(nnx.Intermediate, "seen", x.mean())
+            ...         return 2 * x
+            >>> probe = Probe(); _ = probe(jnp.ones(3)); _ = probe(jnp.zeros(3))
+            >>> [float(v) for v in probe.seen.value]
+            [1.0, 0.0]
+            >>> len(nnx.pop(probe, nnx.Intermediate)["seen"].value), hasattr(probe, "seen")
+            (2, False)
+        """
+        if not (isinstance(variable_type, type) and issubclass(variable_type, Variable)):
+            raise TypeError(
+                f"sow: variable_type must be a Variable type such as nnx.Intermediate, got {variable_type!r}"
+            )
+        current = self.__dict__.get(name)
+        if current is None and name not in self.__dict__:
+            setattr(self, name, variable_type(reduce_fn(init_fn(), value)))
+        elif type(current) is variable_type:
+            current.value = reduce_fn(current.value, value)
+        else:
+            found = type(current).__name__
+            what = describe(f"{type(self).__name__}.{name}", current)
+            raise StateError(
+                f"sow: {what} is already there, and sow({variable_type.__name__}, {name!r}, ...) can only add to "
+                f"a {variable_type.__name__}.\n"
+                f"Sow under another name, or remove what is there first (nnx.pop(module, nnx.{found}) for a "
+                "Variable)."
+            )
 
     def set_attributes(self, *filters: type, raise_if_not_found: bool = True, **attributes: Any) -> None:
         """Set attributes on every sub-module (of the given types, if any) that has them.

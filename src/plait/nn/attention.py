@@ -83,7 +83,8 @@ def dot_product_attention_weights(
     set to the dtype's lowest value before the softmax. Dropout (unless ``deterministic``
     or ``dropout_rate == 0``) needs ``dropout_rng``, a key; ``broadcast_dropout`` shares one
     mask across the batch and head axes. Given ``module``, the weights (before dropout) are
-    stored on it as ``module.attention_weights``, an ``nnx.Intermediate``.
+    sown on it (``module.sow``): ``module.attention_weights`` is an ``nnx.Intermediate``
+    holding a tuple with the weights of each call.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -105,7 +106,7 @@ def dot_product_attention_weights(
     weights = jax.nn.softmax(logits).astype(dtype)
 
     if module is not None:
-        _record(module, "attention_weights", weights)
+        module.sow(Intermediate, "attention_weights", weights)
 
     if not deterministic and dropout_rate > 0.0:
         if dropout_rng is None:
@@ -165,15 +166,6 @@ def dot_product_attention(
         module,
     )
     return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
-
-
-def _record(module: Module, name: str, value: jax.Array) -> None:
-    """Keep ``value`` on ``module`` as an Intermediate (replacing the last one recorded)."""
-    current = module.__dict__.get(name)
-    if isinstance(current, Intermediate):
-        current.value = value
-    else:
-        setattr(module, name, Intermediate(value))
 
 
 def make_attention_mask(
@@ -401,8 +393,9 @@ class MultiHeadAttention(Module):
 
         ``mask`` is broadcastable to ``[batch..., num_heads, q_length, kv_length]``.
         ``deterministic``, ``rngs`` and ``decode`` given here take precedence over the
-        constructor's. ``sow_weights=True`` keeps the attention weights as
-        ``self.attention_weights`` (an ``nnx.Intermediate``).
+        constructor's. ``sow_weights=True`` sows the attention weights: after the call,
+        ``self.attention_weights.value`` is a tuple holding those of each such call, as in
+        Flax NNX (``nnx.pop(model, nnx.Intermediate)`` collects and removes them).
         """
         if inputs_k is None:
             if inputs_v is not None:

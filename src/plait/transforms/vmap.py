@@ -248,10 +248,12 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
                     raise TransformError(f"{transform}: nnx.Carry is for scan; in out_axes use an int or None")
                 if axis is SameKeys:
                     axis = None
-                ndim = jnp.ndim(flat2.leaves[k2])
+                arrays = jax.tree.leaves(flat2.leaves[k2])  # a Variable may hold a pytree (sow's tuple)
+                ndim = min((jnp.ndim(a) for a in arrays), default=0)
                 if type(axis) is int and not -(ndim + 1) <= axis <= ndim:
+                    shapes = ", ".join(str(tuple(jnp.shape(a))) for a in arrays[:3])
                     raise AxisError(
-                        f"{transform}: `{call.path_text(path)}` (created inside, shape {tuple(jnp.shape(flat2.leaves[k2]))}) "
+                        f"{transform}: `{call.path_text(path)}` (created inside, shape {shapes}) "
                         f"gets out axis {axis} from {name}, but a value of rank {ndim} can only be stacked on an axis "
                         f"from {-(ndim + 1)} to {ndim}. Give it an axis in range, e.g. StateAxes({{...: 0}})."
                     )
