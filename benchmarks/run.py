@@ -461,6 +461,10 @@ def w3_findings(w3_out: dict) -> str:
         for op, rows in w3_out[layout + " profile"].items():
             top = "; ".join(f"`{where}` {n:g}x, {own:.1f} µs each" for where, n, own, _ in rows[:4])
             lines.append(f"- {layout}, `{op}` ({ratio(w3_out[layout][op])} raw): {top}")
+    for layout in ("stacked", "list of layers"):
+        floor, merge = w3_out[layout + " floor"], w3_out[layout]["merge"]
+        lines.append(f"- {layout}: the object floor is {ratio(floor)} raw unflatten; plait's `merge` is "
+                     f"{ratio(merge / floor)} the floor.")
     return "\n".join(lines)
 
 
@@ -478,14 +482,16 @@ W3_REMEDIES = """\
   cached slots, with no path lookups.
 - `merge`: the leaves are taken by position the same way; what remains is building the graph
   (`graph.py:_build_new`, following a plan cached per GraphDef): a new object per Variable and
-  per module, with its slots and attribute dict. The floor row shows that creating that many
-  Python objects, in C and with no logic at all, already costs about 4-5x `jax.tree.unflatten`,
-  so the 5x goal leaves almost no room for the graph itself; plait's merge is about 3x that
-  floor. Closing the gap would take creating objects outside Python's interpreter loop
-  (generated straight-line code per GraphDef measured about 1.5x faster here, but costs 30 ms
-  of compilation per new structure), or not creating them: Flax NNX's `merge` puts the State's
-  own Variable objects into the new graph instead of new ones, which saves one object per
-  Variable but makes the merged graph and the State share Variables.
+  per module, with its slots and attribute dict. The floor rows (figures below) create that
+  many Python objects in C with no logic at all, and that alone costs about 5x
+  `jax.tree.unflatten`: the goal leaves no room for the graph itself, for any library whose
+  `merge` builds Python objects. Getting closer to the floor would take creating the objects
+  outside Python's interpreter loop: straight-line code generated per GraphDef was up to 2x
+  faster at creating Variables in a micro-benchmark, but costs about 30 ms of compilation per
+  new structure (the list of layers), paid again by every one-off GraphDef. Flax NNX's `merge`
+  instead puts the State's own Variable objects into the new graph, which saves one object per
+  Variable but makes the merged graph and the State share Variables; plait's `merge` gives a
+  graph of its own.
 """
 
 
