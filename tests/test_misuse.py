@@ -515,3 +515,65 @@ def test_vmap_created_state_with_too_few_axes_for_its_axis_names_it():
         m.extra = nnx.BatchStat(x)  # a scalar per lane, but the module is mapped on axis 1
 
     raises(nnx.AxisError, lambda: nnx.vmap(f, in_axes=(1, 0))(h, jnp.arange(float(N))), "`m.extra`", "axis 1")
+
+
+class _Block(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(3, 3, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+
+class _Net(nnx.Module):
+    def __init__(self, rngs):
+        self.blocks = [_Block(rngs), _Block(rngs)]
+        self.pair = (nnx.Param(jnp.ones(2)), nnx.Param(jnp.ones(2)))
+        self.named = {"a": nnx.BatchStat(jnp.zeros(2))}
+
+
+@pytest.mark.parametrize("transform", ["jax.jit", "nnx.jit", "nnx.vmap"])
+def test_closed_over_errors_name_the_path_in_the_model(transform):
+    net = _Net(nnx.Rngs(0))
+    run = {"jax.jit": lambda f: jax.jit(f)(jnp.ones(3)), "nnx.jit": lambda f: nnx.jit(f)(jnp.ones(3)),
+           "nnx.vmap": lambda f: nnx.vmap(f)(jnp.ones((2, 3)))}[transform]
+
+    def write_bias(x):
+        net.blocks[1].linear.bias.value = x
+        return x
+
+    raises(nnx.StateError, lambda: run(write_bias), "wrote a Param (shape (3,)) at `_Net.blocks[1].linear.bias`")
+
+    def write_tuple_entry(x):
+        net.pair[1].value = x[:2]
+        return x
+
+    raises(nnx.StateError, lambda: run(write_tuple_entry), "at `_Net.pair[1]`")
+
+    def write_dict_entry(x):
+        net.named["a"].value = x[:2]
+        return x
+
+    raises(nnx.StateError, lambda: run(write_dict_entry), "BatchStat (shape (2,)) at `_Net.named['a']`")
+
+    def set_attribute(x):
+        net.blocks[1].extra = 1
+        return x
+
+    raises(nnx.StateError, lambda: run(set_attribute), "'extra' of a _Block at `_Net.blocks[1]`")
+
+    def draw(x):
+        return net.blocks[0].drop(x, deterministic=False)
+
+    msg = raises(nnx.StateError, lambda: run(draw), "stream 'default' at `_Net.blocks[")
+    assert ".drop.rngs.default.count`" in msg  # the Rngs is shared by both blocks: either path is right
+
+
+def test_closed_over_error_without_an_owner_names_no_path():
+    v = nnx.Param(jnp.zeros(3))  # held by no module
+
+    def f(x):
+        v.value = x
+        return x
+
+    with pytest.raises(nnx.StateError) as info:
+        jax.jit(f)(jnp.ones(3))
+    assert "wrote a Param (shape (3,)) inside a transform" in str(info.value)

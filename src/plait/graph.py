@@ -741,7 +741,7 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     if node._plait_trace != trace_state():
         from .object import closed_over_error
 
-        raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update")
+        raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update", node)
     flat = flatten_cached((node,))
     gd, given = flat.graphdef, (state, *states)
     if not gd.has_raw_leaves and all(

@@ -42,7 +42,10 @@ def trace_state() -> Any:
     return _get_trace_state(convention="nnx")
 
 
-def closed_over_error(what: str, action: str) -> StateError:
+def closed_over_error(what: str, action: str, node: Any = None) -> StateError:
+    where = owner_path(node) if node is not None else None
+    if where is not None:
+        what = f"{what} at `{where}`"
     return StateError(
         f"{action} {what} inside a transform it was not passed to: it was closed over, so the "
         "change could not be carried back out (it would leak a tracer or be lost).\n"
@@ -50,6 +53,60 @@ def closed_over_error(what: str, action: str) -> StateError:
         "nnx.jit(f)(model, x) with def f(model, x): ..., instead of using `model` from the "
         "enclosing scope."
     )
+
+
+def owner_path(target: Any, limit: int = 32) -> str | None:
+    """Where ``target`` sits in a module graph, found from what refers to it, e.g.
+    ``Net.blocks[0].linear.kernel`` (rooted at the outermost object's type); None if no module
+    holds it. For error messages only: it asks the garbage collector, which is slow."""
+    import gc
+
+    parts: list[str] = []
+    current = target
+    for _ in range(limit):
+        step = _owner_step(current, gc.get_referrers(current))
+        if step is None:
+            break
+        current, part = step
+        parts.append(part)
+    if not parts:
+        return None
+    return type(current).__name__ + "".join(reversed(parts))
+
+
+def _owner_step(target: Any, referrers: list) -> tuple[Any, str] | None:
+    """One step up: the Object whose attribute, or the List/Dict (or attribute tuple) whose
+    entry, ``target`` is; Objects first, and only containers that an Object holds."""
+    import gc
+
+    for ref in referrers:
+        if isinstance(ref, Object):  # attributes held inline, without a dict object
+            for name, value in ref.__dict__.items():
+                if value is target:
+                    return ref, f".{name}"
+    for ref in referrers:
+        if type(ref) is dict or type(ref) is Dict:
+            for owner in gc.get_referrers(ref):
+                if isinstance(owner, Object) and owner.__dict__ is ref:
+                    return owner, "." + next(str(k) for k, v in ref.items() if v is target)
+    for ref in referrers:
+        if type(ref) is Dict:
+            return ref, f"[{next(k for k, v in ref.items() if v is target)!r}]"
+        if type(ref) is List or (type(ref) is tuple and _held_by_object(ref)):
+            return ref, f"[{next(i for i, v in enumerate(ref) if v is target)}]"
+    return None
+
+
+def _held_by_object(value: Any) -> bool:
+    import gc
+
+    return any((isinstance(r, Object) or type(r) in (dict, Dict, List)) and _step_ok(r, value) for r in gc.get_referrers(value))
+
+
+def _step_ok(container: Any, value: Any) -> bool:
+    values = container.__dict__.values() if isinstance(container, Object) else (
+        container.values() if isinstance(container, dict) else container)
+    return any(v is value for v in values)
 
 
 def structure_changed() -> None:
@@ -104,7 +161,7 @@ class Object:
 
     def _check_trace(self, name: str) -> None:
         if self._plait_trace != trace_state():
-            raise closed_over_error(f"attribute {name!r} of a {type(self).__name__}", "cannot set")
+            raise closed_over_error(f"attribute {name!r} of a {type(self).__name__}", "cannot set", self)
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._check_trace(name)

@@ -81,8 +81,8 @@ class Variable:
         shape = tuple(getattr(self._value, "shape", ()))
         if isinstance(self, RngCount):
             tag = self._meta.get("tag")
-            raise closed_over_error(f"RNG stream {tag!r}", "drew from")
-        raise closed_over_error(f"a {type(self).__name__} (shape {shape})", "wrote")
+            raise closed_over_error(f"RNG stream {tag!r}", "drew from", self)
+        raise closed_over_error(f"a {type(self).__name__} (shape {shape})", "wrote", self)
 
     def get_value(self) -> Any:
         return self._value
