@@ -160,3 +160,9 @@ def test_tree_mapped_states_are_read_by_path_with_the_same_result(model):
     doubled = jax.tree.map(lambda x: x, state)
     assert doubled._origin is None
     assert same(values(nnx.merge(gd, doubled)), values(model))
+
+
+def test_a_bad_filter_is_refused_even_after_an_equal_valid_one(model):
+    nnx.state(model, True)  # everything; must not be the cached answer for the invalid filter 1
+    with pytest.raises(nnx.FilterError, match="is not a filter"):
+        nnx.state(model, 1)

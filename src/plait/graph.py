@@ -26,7 +26,7 @@ import numpy as np
 
 from . import object as _object
 from .errors import AxisError, GraphError
-from .filters import Filter, _Predicate, to_predicate
+from .filters import Filter, _Predicate
 from .object import Dict, List, Object, trace_state
 from .state import Origin, State, build, partition, skeleton
 from .variables import Variable
@@ -532,7 +532,8 @@ def _states(flat: Flat, filters: tuple, strict: bool = False) -> list[State]:
     once per cached flattening; each State remembers its :class:`~plait.state.Origin`.
     """
     gd = flat.graphdef
-    plan = flat.plans.get(filters) if _hashable_filters(filters) else None
+    structural = all(_structural(f) for f in filters)
+    plan = flat.plans.get(filters) if structural else None
     leaves = flat.current_leaves() if gd.has_raw_leaves else None
     if plan is None:
         if filters:
@@ -544,7 +545,7 @@ def _states(flat: Flat, filters: tuple, strict: bool = False) -> list[State]:
         if strict and groups[-1]:
             _unclaimed(gd, groups[-1], flat, leaves, filters)
         plan = [(tuple(g), skeleton([gd.leaf_paths[k][1:] for k in g])) for g in groups[:-1]]
-        if all(isinstance(to_predicate(f), _Predicate) for f in filters) and _hashable_filters(filters):
+        if structural:
             flat.plans[filters] = plan
     slots, new = flat.slots, object.__new__
     out = []
@@ -568,12 +569,12 @@ def _states(flat: Flat, filters: tuple, strict: bool = False) -> list[State]:
     return out
 
 
-def _hashable_filters(filters: tuple) -> bool:
-    try:
-        hash(filters)
-    except TypeError:
-        return False
-    return True
+def _structural(f: Filter) -> bool:
+    """A filter whose choice depends only on the structure (types, tags, paths), and that is
+    a safe cache key (no bools or ints, which would collide: ``True == 1``)."""
+    if f is Ellipsis or f is None or isinstance(f, (type, str, _Predicate)):
+        return True
+    return type(f) is tuple and all(_structural(g) for g in f)
 
 
 def _unclaimed(gd: GraphDef, rest: list, flat: Flat, leaves: list | None, filters: tuple) -> None:
