@@ -532,7 +532,7 @@ def _states(flat: Flat, filters: tuple, strict: bool = False) -> list[State]:
     once per cached flattening; each State remembers its :class:`~plait.state.Origin`.
     """
     gd = flat.graphdef
-    structural = all(_structural(f) for f in filters)
+    structural = not filters or all(_structural(f) for f in filters)
     plan = flat.plans.get(filters) if structural else None
     leaves = flat.current_leaves() if gd.has_raw_leaves else None
     if plan is None:
