@@ -166,3 +166,12 @@ def test_a_bad_filter_is_refused_even_after_an_equal_valid_one(model):
     nnx.state(model, True)  # everything; must not be the cached answer for the invalid filter 1
     with pytest.raises(nnx.FilterError, match="is not a filter"):
         nnx.state(model, 1)
+
+
+def test_split_checks_every_variable_is_claimed_even_after_state_with_the_same_filters(model):
+    params = nnx.state(model, nnx.Param)  # not strict: the rest is simply left out
+    assert ("stats",) not in [p for p, _ in params.flat_state()]
+    with pytest.raises(nnx.FilterError, match=r"(?s)unclaimed.*stats"):
+        nnx.split(model, nnx.Param)
+    with pytest.raises(nnx.FilterError, match="unclaimed"):
+        nnx.split(model, nnx.Param)  # and again, from the cached plan

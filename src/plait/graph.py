@@ -542,14 +542,16 @@ def _states(flat: Flat, filters: tuple, strict: bool = False) -> list[State]:
             groups = partition(entries, filters)
         else:
             groups = [list(range(gd.num_leaves)), []]
-        if strict and groups[-1]:
-            _unclaimed(gd, groups[-1], flat, leaves, filters)
-        plan = [(tuple(g), skeleton([gd.leaf_paths[k][1:] for k in g])) for g in groups[:-1]]
+        parts = [(tuple(g), skeleton([gd.leaf_paths[k][1:] for k in g])) for g in groups[:-1]]
+        plan = (parts, groups[-1])  # and the leaves no filter selects
         if structural:
             flat.plans[filters] = plan
+    parts, unclaimed = plan
+    if strict and unclaimed:
+        _unclaimed(gd, unclaimed, flat, leaves, filters)
     slots, new = flat.slots, object.__new__
     out = []
-    for indices, skel in plan:
+    for indices, skel in parts:
         entries = []
         for k in indices:
             s = slots[k]
