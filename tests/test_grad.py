@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import plait as nnx
+from helpers import is_concrete
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -52,10 +53,6 @@ class Stateful(nnx.Module):
         out = (y * self.mean.value).sum()
         self.mean.value = 0.5 * self.mean.value + 0.5 * y.mean(0)
         return out + 0.0 * self.dropout(y).sum()
-
-
-def is_concrete(value) -> bool:
-    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
 
 
 def flat_paths(state):

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 import plait as nnx
+from helpers import is_concrete
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -32,11 +33,6 @@ class Seq(nnx.Module):
         for layer in self.layers:
             x = layer(x)
         return x
-
-
-def is_concrete(value) -> bool:
-    """A real array (not a tracer leaked out of a trace)."""
-    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
 
 
 def count_of(rngs: nnx.Rngs, stream: str = "default") -> int:

@@ -10,6 +10,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 import plait as nnx
+from helpers import Holder, raises
 
 N = 3  # layers / lanes
 
@@ -28,11 +29,6 @@ class Model(nnx.Module):
         self.block = Block(rngs)
 
 
-class Holder(nnx.Module):
-    def __init__(self, value, kind=nnx.BatchStat):
-        self.v = kind(value)
-
-
 @pytest.fixture(scope="module")
 def stack():
     """The seed's stack: Params with a leading axis of N, Dropout's RNG state unsplit (as split_rngs + vmap leave it)."""
@@ -40,16 +36,6 @@ def stack():
     block.linear.kernel.value = jnp.ones((N, 2, 2))
     block.linear.bias.value = jnp.zeros((N, 2))
     return block
-
-
-def raises(exc, fn, *fragments):
-    """``fn()`` raises ``exc`` (a plait error unless it is a plain TypeError case); every fragment is in the message."""
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, f"{fragment!r} not in message:\n{msg}"
-    return msg
 
 
 def first_line(msg: str) -> str:

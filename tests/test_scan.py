@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import caught, rows_distinct
 from stacks import Block, Counter, D, W, create_counters, create_linears, create_stack  # noqa: F401
 
 
@@ -19,17 +20,6 @@ def identity_stack(stack):
     stack.linear.kernel.value = jnp.broadcast_to(jnp.eye(W), (D, W, W))
     stack.linear.bias.value = jnp.zeros((D, W))
     return stack
-
-
-def rows_distinct(a):
-    a = np.asarray(a)
-    return len({row.tobytes() for row in a}) == len(a)
-
-
-def raises(exc, fn):
-    with pytest.raises(exc) as info:
-        fn()
-    return str(info.value), info.value
 
 
 def by_hand(x, layers):
@@ -50,7 +40,7 @@ def test_seed_stack_plain_scan_fails_with_actionable_axis_error():
     def scan_over_stack(x, layer):
         return layer(x)
 
-    msg, e = raises(nnx.AxisError, lambda: scan_over_stack(jnp.ones(W), stack))
+    msg, e = caught(nnx.AxisError, lambda: scan_over_stack(jnp.ones(W), stack))
     assert isinstance(e, nnx.PlaitError)
     assert "dropout.rngs.default.key" in msg
     assert "layer.dropout.rngs.default.key" in msg  # rooted at the function's argument name
@@ -426,7 +416,7 @@ def test_scan_creates_stacked_module_from_scanned_keys():
 
 
 def test_carry_twice_in_in_axes():
-    msg, e = raises(
+    msg, e = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda a, b: (a, b), in_axes=(nnx.Carry, nnx.Carry))(jnp.zeros(()), jnp.zeros(())),
     )
@@ -435,7 +425,7 @@ def test_carry_twice_in_in_axes():
 
 
 def test_carry_twice_in_out_axes():
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda a, b: (a, b), out_axes=(nnx.Carry, nnx.Carry))(jnp.zeros(()), jnp.zeros(3)),
     )
@@ -443,7 +433,7 @@ def test_carry_twice_in_out_axes():
 
 
 def test_carry_in_in_axes_but_not_out_axes():
-    msg, e = raises(
+    msg, e = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda a, b: (a, b), in_axes=(nnx.Carry, 0), out_axes=0)(jnp.zeros(()), jnp.zeros(3)),
     )
@@ -452,7 +442,7 @@ def test_carry_in_in_axes_but_not_out_axes():
 
 
 def test_carry_in_out_axes_but_not_in_axes():
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda a, b: (a, b), in_axes=(0, 0))(jnp.zeros(3), jnp.zeros(3)),
     )
@@ -460,7 +450,7 @@ def test_carry_in_out_axes_but_not_in_axes():
 
 
 def test_carry_changing_shape_names_the_carry():
-    msg, e = raises(
+    msg, e = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda h, b: (jnp.concatenate([h, h]), b))(jnp.zeros(2), jnp.zeros(3)),
     )
@@ -469,7 +459,7 @@ def test_carry_changing_shape_names_the_carry():
 
 
 def test_carry_changing_dtype_names_the_carry():
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda h, b: (h.astype(jnp.int32), b))(jnp.zeros(2), jnp.zeros(3)),
     )
@@ -477,7 +467,7 @@ def test_carry_changing_dtype_names_the_carry():
 
 
 def test_carry_tuple_member_changing_shape_names_it():
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda c, b: ((c[0], jnp.ones(3)), b))((jnp.zeros(2), jnp.zeros(2)), jnp.zeros(3)),
     )
@@ -493,7 +483,7 @@ def test_carried_module_variable_changing_dtype_or_shape_names_it(change):
             a.v.value = jnp.stack([a.v.value, v])
         return a, v
 
-    msg, e = raises(nnx.PlaitError, lambda: nnx.scan(step)(Holder(jnp.float32(0)), jnp.arange(3.0)))
+    msg, e = caught(nnx.PlaitError, lambda: nnx.scan(step)(Holder(jnp.float32(0)), jnp.arange(3.0)))
     assert "a.v" in msg and "BatchStat" in msg
 
 
@@ -506,7 +496,7 @@ def test_state_axes_carried_variable_changing_dtype_names_it():
         layer.count.value = layer.count.value.astype(jnp.float32)
         return layer.lin(h)
 
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.PlaitError,
         lambda: nnx.scan(step, in_axes=(nnx.Carry, axes), out_axes=nnx.Carry)(jnp.ones(W), counters),
     )
@@ -514,7 +504,7 @@ def test_state_axes_carried_variable_changing_dtype_names_it():
 
 
 def test_carry_changing_structure():
-    msg, e = raises(
+    msg, e = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda h, b: ((h, h), b))(jnp.zeros(2), jnp.zeros(3)),
     )
@@ -524,7 +514,7 @@ def test_carry_changing_structure():
 
 
 def test_tuple_carry_losing_an_element():
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda c, b: ((c[0],), b))((jnp.zeros(()), jnp.zeros(())), jnp.zeros(3)),
     )
@@ -532,7 +522,7 @@ def test_tuple_carry_losing_an_element():
 
 
 def test_mismatched_lengths_between_scanned_arguments_names_both():
-    msg, e = raises(
+    msg, e = caught(
         nnx.AxisError,
         lambda: nnx.scan(lambda h, a, b: (h, a + b), in_axes=(nnx.Carry, 0, 0))(
             jnp.zeros(()), jnp.zeros(3), jnp.zeros(4)
@@ -543,13 +533,13 @@ def test_mismatched_lengths_between_scanned_arguments_names_both():
 
 
 def test_mismatched_length_against_length_kwarg():
-    msg, _ = raises(nnx.AxisError, lambda: nnx.scan(lambda h, a: (h, a), length=5)(jnp.zeros(()), jnp.zeros(3)))
+    msg, _ = caught(nnx.AxisError, lambda: nnx.scan(lambda h, a: (h, a), length=5)(jnp.zeros(()), jnp.zeros(3)))
     assert "`a`" in msg and "length=5" in msg
 
 
 def test_mismatched_lengths_module_and_array_names_both():
     layers = create_linears(nnx.Rngs(0))
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.AxisError,
         lambda: nnx.scan(lambda h, m, a: (h, a), in_axes=(nnx.Carry, 0, 0))(jnp.zeros(W), layers, jnp.zeros(D + 1)),
     )
@@ -557,7 +547,7 @@ def test_mismatched_lengths_module_and_array_names_both():
 
 
 def test_nothing_scanned_and_no_length():
-    msg, e = raises(nnx.TransformError, lambda: nnx.scan(lambda h: (h, h), in_axes=(nnx.Carry,))(jnp.zeros(())))
+    msg, e = caught(nnx.TransformError, lambda: nnx.scan(lambda h: (h, h), in_axes=(nnx.Carry,))(jnp.zeros(())))
     assert "length" in msg
     assert isinstance(e, nnx.PlaitError)
 
@@ -567,7 +557,7 @@ def test_rank_too_small_names_path_type_and_shape():
         def __init__(self):
             self.scale = nnx.Param(jnp.ones(()))
 
-    msg, _ = raises(nnx.AxisError, lambda: nnx.scan(lambda h, m: (h, m.scale.value))(jnp.zeros(()), Scalar()))
+    msg, _ = caught(nnx.AxisError, lambda: nnx.scan(lambda h, m: (h, m.scale.value))(jnp.zeros(()), Scalar()))
     assert "m.scale" in msg and "Param" in msg and "shape ()" in msg and "axis 0" in msg
 
 
@@ -580,7 +570,7 @@ def test_writing_broadcast_state_is_state_error_naming_variable():
         layer.count.value = layer.count.value + 1
         return layer.lin(h)
 
-    msg, e = raises(
+    msg, e = caught(
         nnx.StateError,
         lambda: nnx.scan(step, in_axes=(nnx.Carry, axes), out_axes=nnx.Carry)(jnp.ones(W), counters),
     )
@@ -597,7 +587,7 @@ def test_writing_broadcast_argument_module_is_state_error():
         m.v.value = m.v.value + a
         return c, a
 
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.StateError,
         lambda: nnx.scan(step, in_axes=(nnx.Carry, None, 0))(jnp.float32(0), h, jnp.arange(3.0)),
     )
@@ -622,13 +612,13 @@ def test_reading_broadcast_state_is_fine():
     ],
 )
 def test_out_axes_tuple_not_matching_returned_value(fn, out_axes):
-    msg, e = raises(nnx.TransformError, lambda: nnx.scan(fn, out_axes=out_axes)(jnp.zeros(()), jnp.zeros(3)))
+    msg, e = caught(nnx.TransformError, lambda: nnx.scan(fn, out_axes=out_axes)(jnp.zeros(()), jnp.zeros(3)))
     assert "out_axes" in msg and f"tuple of {len(out_axes)}" in msg
     assert isinstance(e, nnx.PlaitError)
 
 
 def test_non_carry_output_with_axis_none_is_an_error():
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda h, a: (h, a), out_axes=(nnx.Carry, None))(jnp.zeros(()), jnp.zeros(3)),
     )
@@ -636,7 +626,7 @@ def test_non_carry_output_with_axis_none_is_an_error():
 
 
 def test_in_axes_tuple_of_wrong_length():
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.TransformError,
         lambda: nnx.scan(lambda h, a: (h, a), in_axes=(nnx.Carry, 0, 0))(jnp.zeros(()), jnp.zeros(3)),
     )
@@ -650,7 +640,7 @@ def test_structure_change_of_input_module_inside_step():
         m.extra = nnx.BatchStat(c)
         return c
 
-    msg, _ = raises(
+    msg, _ = caught(
         nnx.TransformError, lambda: nnx.scan(step, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(jnp.float32(0), h)
     )
     assert "structure" in msg
@@ -673,5 +663,5 @@ def test_removed_kwargs_show_new_spelling(name, value):
 def test_scan_options_are_keyword_only_and_function_required():
     with pytest.raises(TypeError):
         nnx.scan(lambda c, x: (c, x), 3)
-    msg, _ = raises(nnx.TransformError, lambda: nnx.scan("not a function"))
+    msg, _ = caught(nnx.TransformError, lambda: nnx.scan("not a function"))
     assert "function" in msg

@@ -20,50 +20,14 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import Holder, Net, dropout_count, is_concrete, raises
 
 D = 3  # lanes / steps
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-class Holder(nnx.Module):
-    def __init__(self, value, kind=nnx.BatchStat):
-        self.v = kind(value)
-
-
-class Net(nnx.Module):
-    """A Linear, a counter each call bumps, and a Dropout with its own 'dropout' stream."""
-
-    def __init__(self, seed: int = 0, rate: float = 0.5):
-        self.lin = nnx.Linear(3, 2, rngs=nnx.Rngs(seed))
-        self.drop = nnx.Dropout(rate, rngs=nnx.Rngs(dropout=seed + 1))
-        self.calls = nnx.BatchStat(jnp.zeros((), jnp.int32))
-
-    def __call__(self, x):
-        self.calls.value = self.calls.value + 1
-        return self.drop(jnp.tanh(self.lin(x)))
-
-
 X = jnp.array([[1.0, -2.0, 0.5], [0.3, 0.2, -1.0]])
-
-
-def is_concrete(value) -> bool:
-    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
-
-
-def count(net: Net) -> int:
-    value = net.drop.rngs.dropout.count.value
-    assert is_concrete(value), value
-    return int(value)
-
-
-def raises(exc, fn, *fragments):
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, f"{fragment!r} not in message:\n{msg}"
-    return msg
 
 
 def masks_equal(rows) -> bool:
@@ -91,7 +55,7 @@ def test_jit_any_write_is_written_back():
     np.testing.assert_allclose(net.lin.bias.value, bias0 + 2.0)
     assert is_concrete(net.lin.bias.value) and is_concrete(net.calls.value)
     assert int(net.calls.value) == 2
-    assert count(net) == 2
+    assert dropout_count(net) == 2
 
 
 def _new_submodule(m):
@@ -204,10 +168,10 @@ def test_remat_any_write_is_written_back(remat):
 
     remat(f)(net, X)
     np.testing.assert_allclose(net.lin.bias.value, bias0 - 1.0)
-    assert int(net.calls.value) == 1 and count(net) == 1
+    assert int(net.calls.value) == 1 and dropout_count(net) == 1
     nnx.grad(lambda m, x: remat(f)(m, x))(net, X)
     np.testing.assert_allclose(net.lin.bias.value, bias0 - 2.0)
-    assert int(net.calls.value) == 2 and count(net) == 2
+    assert int(net.calls.value) == 2 and dropout_count(net) == 2
 
 
 # ============================================================================================
@@ -257,7 +221,7 @@ def test_vmap_broadcast_rng_drawn_is_rng_error():
     raises(nnx.RngError, lambda: nnx.vmap(lambda m, x: m(x), in_axes=(None, 0))(net, X),
            "vmap", "`m.drop.rngs.dropout.count`", "stream 'dropout'", "every lane would get the same key",
            "@nnx.split_rngs(splits=2)", "nnx.SameKeys")
-    assert count(net) == 0 and int(net.calls.value) == 0
+    assert dropout_count(net) == 0 and int(net.calls.value) == 0
 
 
 def test_vmap_same_keys_rng_drawn_is_written_back_one_draw():
@@ -265,13 +229,13 @@ def test_vmap_same_keys_rng_drawn_is_written_back_one_draw():
     axes = nnx.StateAxes({nnx.RngState: nnx.SameKeys, ...: None})
     rows = jnp.ones((4, 3))
     y = nnx.vmap(lambda m, x: m(x), in_axes=(axes, 0))(net, rows)
-    assert count(net) == 1  # one draw for all lanes
+    assert dropout_count(net) == 1  # one draw for all lanes
     assert int(net.calls.value) == 1
     zero = np.asarray(y) == 0.0
     assert zero.any() and not zero.all()
     assert masks_equal(zero)  # every lane drew the same mask, on purpose
     y2 = nnx.vmap(lambda m, x: m(x), in_axes=(axes, 0))(net, rows)
-    assert count(net) == 2
+    assert dropout_count(net) == 2
     assert not np.array_equal(np.asarray(y2) == 0.0, zero)
 
 
@@ -373,7 +337,7 @@ def test_scan_broadcast_rng_drawn_is_rng_error():
            lambda: nnx.scan(step, in_axes=(nnx.Carry, None), out_axes=(nnx.Carry, 0), length=D)(X, net),
            "scan", "`m.drop.rngs.dropout.count`", "stream 'dropout'", "every step would get the same key",
            "split_rngs", "nnx.Carry", "nnx.SameKeys")
-    assert count(net) == 0
+    assert dropout_count(net) == 0
 
 
 def test_scan_same_keys_rng_drawn_is_written_back_draw_of_one_step():
@@ -386,7 +350,7 @@ def test_scan_same_keys_rng_drawn_is_written_back_draw_of_one_step():
 
     c, zeros = nnx.scan(step, in_axes=(nnx.Carry, axes), out_axes=(nnx.Carry, 0), length=D)(jnp.int32(0), net)
     assert int(c) == D and int(net.calls.value) == D
-    assert count(net) == 1  # the draw of one step
+    assert dropout_count(net) == 1  # the draw of one step
     assert zeros.shape == (D, 4, 2)
     assert masks_equal(zeros)  # every step drew the same key
 
@@ -535,7 +499,7 @@ def test_eval_shape_nothing_is_written_back_and_result_is_abstract():
     assert abstract is not net
     assert abstract.lin.kernel.value == jax.ShapeDtypeStruct((3, 2), jnp.float32)
     assert net.lin.kernel.value is kernel
-    assert int(net.calls.value) == 0 and count(net) == 0
+    assert int(net.calls.value) == 0 and dropout_count(net) == 0
 
 
 def test_custom_vjp_any_write_is_state_error():
@@ -653,7 +617,7 @@ def _train_from_scratch(seed: int):
     model = Net(seed)  # a fresh model and fresh streams, from the seed alone
     x = jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)
     losses = [np.asarray(_train_step(model, x)) for _ in range(3)]
-    return losses, np.asarray(model.lin.kernel.value), np.asarray(model.lin.bias.value), count(model)
+    return losses, np.asarray(model.lin.kernel.value), np.asarray(model.lin.bias.value), dropout_count(model)
 
 
 def test_same_seed_same_program_bitwise_equal_across_fresh_runs():
@@ -770,7 +734,6 @@ def test_nested_vmap_scan_jit_value_and_grad_writes_state_at_every_level():
     assert float(loss2) != float(loss1)
 
 
-
 # ============================================================================================
 # keyword arguments, bound methods
 # ============================================================================================
@@ -807,7 +770,7 @@ def test_jit_of_bound_method_writes_back_and_sees_outside_changes():
     forward = nnx.jit(net.__call__)
     y1 = forward(X)
     y2 = forward(X)
-    assert int(net.calls.value) == 2 and count(net) == 2
+    assert int(net.calls.value) == 2 and dropout_count(net) == 2
     assert is_concrete(net.calls.value)
     assert not np.array_equal(y1, y2)  # a new dropout mask per call
     net.calls.value = jnp.int32(40)  # a write outside is seen by the next call

@@ -16,45 +16,9 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import Holder, Net, dropout_count, is_concrete, raises
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-class Holder(nnx.Module):
-    def __init__(self, value, kind=nnx.BatchStat):
-        self.v = kind(value)
-
-
-class Net(nnx.Module):
-    """A Linear, a counter it bumps, and a dropout drawing from its own stream."""
-
-    def __init__(self, seed: int = 0, rate: float = 0.5):
-        self.lin = nnx.Linear(3, 2, rngs=nnx.Rngs(seed))
-        self.drop = nnx.Dropout(rate, rngs=nnx.Rngs(dropout=seed + 1))
-        self.calls = nnx.BatchStat(jnp.zeros((), jnp.int32))
-
-    def __call__(self, x):
-        self.calls.value = self.calls.value + 1
-        return self.drop(jnp.tanh(self.lin(x)))
-
-
-def is_concrete(value) -> bool:
-    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
-
-
-def dropout_count(net: Net) -> int:
-    value = net.drop.rngs.dropout.count.value
-    assert is_concrete(value), value
-    return int(value)
-
-
-def raises(exc, fn, *fragments):
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, f"{fragment!r} not in message:\n{msg}"
-    return msg
 
 
 X = jnp.array([[1.0, -2.0, 0.5], [0.3, 0.2, -1.0]])

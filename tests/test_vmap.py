@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import caught, rows_distinct
 from stacks import Block, Counter, D, W, create_counters, create_linears, create_stack  # noqa: F401
 
 
@@ -18,17 +19,6 @@ class Holder(nnx.Module):
 
 def shapes(tree):
     return {jax.tree_util.keystr(p): jnp.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def rows_distinct(a):
-    a = np.asarray(a)
-    return len({row.tobytes() for row in a}) == len(a)
-
-
-def raises(exc, fn):
-    with pytest.raises(exc) as info:
-        fn()
-    return str(info.value), info.value
 
 
 # ------------------------------------------------------------------------------------------
@@ -123,7 +113,7 @@ def test_vmap_options_are_keyword_only():
 
 
 def test_vmap_rejects_non_callable():
-    msg, e = raises(nnx.TransformError, lambda: nnx.vmap(3))
+    msg, e = caught(nnx.TransformError, lambda: nnx.vmap(3))
     assert "function" in msg and "int" in msg
     assert isinstance(e, nnx.PlaitError)
 
@@ -356,7 +346,7 @@ def test_broadcast_state_written_per_lane_is_state_error():
     def f(m, i):
         m.v.value = m.v.value + i
 
-    msg, e = raises(nnx.StateError, lambda: nnx.vmap(f, in_axes=(None, 0))(h, jnp.arange(3.0)))
+    msg, e = caught(nnx.StateError, lambda: nnx.vmap(f, in_axes=(None, 0))(h, jnp.arange(3.0)))
     assert "m.v" in msg and "BatchStat" in msg
     assert isinstance(e, nnx.PlaitError)
     assert float(h.v.value) == 0.0
@@ -406,7 +396,7 @@ def test_keyword_arguments_are_mapped_on_axis_0():
     b = jnp.arange(float(D))
     y = nnx.vmap(lambda a, *, b: a + b, in_axes=0)(a, b=b)
     np.testing.assert_allclose(y, a + b)
-    msg, _ = raises(nnx.AxisError, lambda: nnx.vmap(lambda a, *, b: a + b)(a, b=jnp.ones(D + 1)))
+    msg, _ = caught(nnx.AxisError, lambda: nnx.vmap(lambda a, *, b: a + b)(a, b=jnp.ones(D + 1)))
     assert "`b`" in msg and "`a`" in msg
 
 
@@ -455,7 +445,7 @@ def test_unsplit_rng_stream_error_names_path_axis_and_split_rngs():
         return nnx.Linear(W, W, rngs=rngs)
 
     rngs = nnx.Rngs(0)
-    msg, e = raises(nnx.AxisError, lambda: make(rngs))
+    msg, e = caught(nnx.AxisError, lambda: make(rngs))
     assert "rngs.default.key" in msg
     assert "axis 0" in msg
     assert "split_rngs" in msg
@@ -471,13 +461,13 @@ def test_old_style_partial_vmap_fails_pointing_to_split_rngs():
     def make(rngs):
         return nnx.Linear(W, W, rngs=rngs)
 
-    msg, _ = raises(nnx.AxisError, lambda: make(nnx.Rngs(0)))
+    msg, _ = caught(nnx.AxisError, lambda: make(nnx.Rngs(0)))
     assert "split_rngs" in msg
 
 
 def test_unsplit_rng_inside_module_names_nested_path():
     stack = create_stack(nnx.Rngs(0))
-    msg, _ = raises(nnx.AxisError, lambda: nnx.vmap(lambda b, x: b(x), in_axes=(0, None))(stack, jnp.ones(W)))
+    msg, _ = caught(nnx.AxisError, lambda: nnx.vmap(lambda b, x: b(x), in_axes=(0, None))(stack, jnp.ones(W)))
     assert "b.dropout.rngs.default.key" in msg
     assert "axis 0" in msg and "split_rngs" in msg
 
@@ -487,56 +477,56 @@ def test_rank_too_small_names_path_type_and_shape():
         def __init__(self):
             self.scale = nnx.Param(jnp.ones(()))
 
-    msg, e = raises(nnx.AxisError, lambda: nnx.vmap(lambda m, x: m.scale.value * x)(Scalar(), jnp.ones(D)))
+    msg, e = caught(nnx.AxisError, lambda: nnx.vmap(lambda m, x: m.scale.value * x)(Scalar(), jnp.ones(D)))
     assert "m.scale" in msg and "Param" in msg and "shape ()" in msg
     assert "axis 0" in msg
 
 
 @pytest.mark.parametrize("axis", [2, -3])
 def test_rank_too_small_for_array_argument(axis):
-    msg, _ = raises(nnx.AxisError, lambda: nnx.vmap(lambda a: a, in_axes=axis)(jnp.ones((3, 2))))
+    msg, _ = caught(nnx.AxisError, lambda: nnx.vmap(lambda a: a, in_axes=axis)(jnp.ones((3, 2))))
     assert "`a`" in msg and "(3, 2)" in msg and f"axis {axis}" in msg
 
 
 def test_mismatched_sizes_between_arguments_names_both():
-    msg, e = raises(nnx.AxisError, lambda: nnx.vmap(lambda a, b: a + b)(jnp.ones((3, 2)), jnp.ones((4, 2))))
+    msg, e = caught(nnx.AxisError, lambda: nnx.vmap(lambda a, b: a + b)(jnp.ones((3, 2)), jnp.ones((4, 2))))
     assert "`a`" in msg and "`b`" in msg
     assert "3" in msg and "4" in msg
     assert isinstance(e, nnx.PlaitError)
 
 
 def test_mismatched_sizes_against_axis_size_names_both():
-    msg, _ = raises(nnx.AxisError, lambda: nnx.vmap(lambda a: a, axis_size=5)(jnp.ones((3, 2))))
+    msg, _ = caught(nnx.AxisError, lambda: nnx.vmap(lambda a: a, axis_size=5)(jnp.ones((3, 2))))
     assert "`a`" in msg and "axis_size=5" in msg
 
 
 def test_split_count_against_axis_size_names_both_and_restores_rngs():
     make = nnx.split_rngs(splits=D)(nnx.vmap(lambda rngs: nnx.Linear(2, 2, rngs=rngs), axis_size=D + 1))
     rngs = nnx.Rngs(0)
-    msg, _ = raises(nnx.AxisError, lambda: make(rngs))
+    msg, _ = caught(nnx.AxisError, lambda: make(rngs))
     assert "rngs.default.key" in msg and f"axis_size={D + 1}" in msg
     assert rngs.default.key.value.shape == ()
 
 
 def test_module_state_size_mismatch_names_both():
     layers = create_linears(nnx.Rngs(0))
-    msg, _ = raises(nnx.AxisError, lambda: nnx.vmap(lambda m, x: m(x))(layers, jnp.ones((D + 1, W))))
+    msg, _ = caught(nnx.AxisError, lambda: nnx.vmap(lambda m, x: m(x))(layers, jnp.ones((D + 1, W))))
     assert "m.kernel" in msg and "`x`" in msg
 
 
 def test_in_axes_tuple_of_wrong_length():
-    msg, e = raises(nnx.TransformError, lambda: nnx.vmap(lambda a: a, in_axes=(0, 0))(jnp.ones(3)))
+    msg, e = caught(nnx.TransformError, lambda: nnx.vmap(lambda a: a, in_axes=(0, 0))(jnp.ones(3)))
     assert "in_axes" in msg and "2" in msg and "1" in msg
     assert isinstance(e, nnx.PlaitError)
 
 
 def test_in_axes_spec_deeper_than_value():
-    msg, _ = raises(nnx.AxisError, lambda: nnx.vmap(lambda a: a, in_axes=((0, 0),))(jnp.ones((3, 2))))
+    msg, _ = caught(nnx.AxisError, lambda: nnx.vmap(lambda a: a, in_axes=((0, 0),))(jnp.ones((3, 2))))
     assert "`a`" in msg
 
 
 def test_state_axes_for_non_module_argument():
-    msg, e = raises(nnx.TransformError, lambda: nnx.vmap(lambda a: a, in_axes=(nnx.StateAxes({...: 0}),))(jnp.ones(3)))
+    msg, e = caught(nnx.TransformError, lambda: nnx.vmap(lambda a: a, in_axes=(nnx.StateAxes({...: 0}),))(jnp.ones(3)))
     assert "StateAxes" in msg and "not a module" in msg and "in_axes[0]" in msg
     assert isinstance(e, nnx.PlaitError)
 
@@ -544,19 +534,19 @@ def test_state_axes_for_non_module_argument():
 def test_state_axes_not_covering_every_variable_names_it():
     counters = create_counters(nnx.Rngs(0))
     axes = nnx.StateAxes({nnx.Param: 0})
-    msg, e = raises(nnx.AxisError, lambda: nnx.vmap(lambda m, x: m.lin(x), in_axes=(axes, None))(counters, jnp.ones(W)))
+    msg, e = caught(nnx.AxisError, lambda: nnx.vmap(lambda m, x: m.lin(x), in_axes=(axes, None))(counters, jnp.ones(W)))
     assert "m.count" in msg and "BatchStat" in msg
     assert isinstance(e, nnx.PlaitError)
 
 
 def test_nothing_mapped_and_no_axis_size():
-    msg, e = raises(nnx.TransformError, lambda: nnx.vmap(lambda a: a, in_axes=None)(jnp.ones(3)))
+    msg, e = caught(nnx.TransformError, lambda: nnx.vmap(lambda a: a, in_axes=None)(jnp.ones(3)))
     assert "axis_size" in msg
     assert isinstance(e, nnx.PlaitError)
 
 
 def test_carry_is_rejected_in_vmap():
-    msg, e = raises(nnx.TransformError, lambda: nnx.vmap(lambda a: a, in_axes=nnx.Carry)(jnp.ones(3)))
+    msg, e = caught(nnx.TransformError, lambda: nnx.vmap(lambda a: a, in_axes=nnx.Carry)(jnp.ones(3)))
     assert "scan" in msg
 
 
