@@ -12,7 +12,7 @@ from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param
-from .linear import check_rngs, promote_dtype
+from .linear import check_rngs, keep_arguments, promote_dtype
 
 __all__ = ["Embed"]
 
@@ -52,10 +52,7 @@ class Embed(Module):
     ) -> None:
         check_rngs(rngs, "Embed", "nnx.Embed(num_embeddings, features, rngs=nnx.Rngs(0))")
         self.embedding = Param(embedding_init(rngs.params(), (num_embeddings, features), param_dtype))
-        self.num_embeddings = num_embeddings
-        self.features = features
-        self.dtype = dtype
-        self.param_dtype = param_dtype
+        keep_arguments(self, locals(), "embedding_init")
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
         """Look up the rows ``inputs`` (integers of any shape): output ``inputs.shape + (features,)``."""

@@ -51,6 +51,18 @@ def check_rngs(rngs: Any, layer: str, example: str) -> None:
         )
 
 
+def keep_arguments(layer: Module, arguments: dict[str, Any], *used_once: str) -> None:
+    """Keep a layer's constructor arguments as attributes of the same names, as Flax NNX
+    layers do: all but ``self``, ``rngs`` and ``used_once`` (the parameter initializers).
+
+    Call it in ``__init__`` with ``locals()`` before any other local is assigned, so that
+    ``locals()`` holds the arguments only.
+    """
+    for name, value in arguments.items():
+        if name not in ("self", "rngs", "__class__") and name not in used_once:
+            setattr(layer, name, value)
+
+
 class Linear(Module):
     """A dense layer over the last axis: ``y = x @ kernel + bias``.
 
@@ -78,19 +90,10 @@ class Linear(Module):
         bias_init: Any = default_bias_init,
         rngs: Rngs,
     ) -> None:
-        if not isinstance(rngs, Rngs):
-            raise LayerError(
-                f"Linear needs rngs=nnx.Rngs(...) to initialise its parameters, got {type(rngs).__name__}.\n"
-                "Write nnx.Linear(in_features, out_features, rngs=nnx.Rngs(0))"
-            )
+        check_rngs(rngs, "Linear", "nnx.Linear(in_features, out_features, rngs=nnx.Rngs(0))")
         self.kernel = Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
         self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
-        self.in_features = in_features
-        self.out_features = out_features
-        self.use_bias = use_bias
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.precision = precision
+        keep_arguments(self, locals(), "kernel_init", "bias_init")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel.value

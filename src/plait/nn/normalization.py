@@ -39,7 +39,7 @@ from ..graph import iter_graph
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import BatchStat, Param, Variable
-from .linear import check_rngs, promote_dtype
+from .linear import check_rngs, keep_arguments, promote_dtype
 
 __all__ = ["BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm", "WeightNorm", "SpectralNorm"]
 
@@ -201,21 +201,10 @@ class BatchNorm(Module):
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "BatchNorm", "nnx.BatchNorm(num_features, rngs=nnx.Rngs(0))")
+        keep_arguments(self, locals(), "scale_init", "bias_init")
         self.mean = BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = BatchStat(jnp.ones((num_features,), jnp.float32))
         _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
-        self.num_features = num_features
-        self.use_running_average = use_running_average
-        self.axis = axis
-        self.momentum = momentum
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.use_fast_variance = use_fast_variance
 
     def __call__(
         self, x: jax.Array, use_running_average: bool | None = None, *, mask: jax.Array | None = None
@@ -294,18 +283,8 @@ class LayerNorm(_FeatureNorm):
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "LayerNorm", "nnx.LayerNorm(num_features, rngs=nnx.Rngs(0))")
+        keep_arguments(self, locals(), "scale_init", "bias_init")
         _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
-        self.num_features = num_features
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.reduction_axes = reduction_axes
-        self.feature_axes = feature_axes
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.use_fast_variance = use_fast_variance
 
 
 class RMSNorm(_FeatureNorm):
@@ -339,17 +318,8 @@ class RMSNorm(_FeatureNorm):
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "RMSNorm", "nnx.RMSNorm(num_features, rngs=nnx.Rngs(0))")
+        keep_arguments(self, locals(), "scale_init", "bias_init")
         _feature_params(self, num_features, use_scale, False, scale_init, None, param_dtype, rngs)
-        self.num_features = num_features
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_scale = use_scale
-        self.reduction_axes = reduction_axes
-        self.feature_axes = feature_axes
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.use_fast_variance = use_fast_variance
 
 
 class GroupNorm(Module):
@@ -479,17 +449,8 @@ class InstanceNorm(Module):
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "InstanceNorm", "nnx.InstanceNorm(num_features, rngs=nnx.Rngs(0))")
+        keep_arguments(self, locals(), "scale_init", "bias_init")
         _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
-        self.num_features = num_features
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.feature_axes = feature_axes
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.use_fast_variance = use_fast_variance
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         what = f"InstanceNorm({self.num_features})"

@@ -34,7 +34,7 @@ from ..module import Module
 from ..rngs import Rngs, RngStream
 from ..transforms import Carry, StateAxes, scan
 from ..variables import Param
-from .linear import Linear, check_rngs
+from .linear import Linear, check_rngs, keep_arguments
 
 __all__ = [
     "RNNCellBase",
@@ -145,13 +145,7 @@ class SimpleCell(RNNCellBase):
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "SimpleCell", "nnx.SimpleCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        self.in_features = in_features
-        self.hidden_features = hidden_features
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.carry_init = carry_init
-        self.residual = residual
-        self.activation_fn = activation_fn
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
         self.dense_h = _dense(hidden_features, hidden_features, False, recurrent_kernel_init, bias_init,
                               dtype, param_dtype, rngs)
         self.dense_i = _dense(in_features, hidden_features, True, kernel_init, bias_init, dtype, param_dtype, rngs)
@@ -205,13 +199,7 @@ class LSTMCell(RNNCellBase):
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "LSTMCell", "nnx.LSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        self.in_features = in_features
-        self.hidden_features = hidden_features
-        self.gate_fn = gate_fn
-        self.activation_fn = activation_fn
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.carry_init = carry_init
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
 
         def dense_i() -> Linear:
             return _dense(in_features, hidden_features, False, kernel_init, bias_init, dtype, param_dtype, rngs)
@@ -270,13 +258,7 @@ class OptimizedLSTMCell(RNNCellBase):
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "OptimizedLSTMCell", "nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        self.in_features = in_features
-        self.hidden_features = hidden_features
-        self.gate_fn = gate_fn
-        self.activation_fn = activation_fn
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.carry_init = carry_init
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
         n = 4 * hidden_features
         self.dense_i = _dense(in_features, n, False, kernel_init, bias_init, dtype, param_dtype, rngs)
         self.dense_h = _dense(hidden_features, n, True, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs)
@@ -332,13 +314,7 @@ class GRUCell(RNNCellBase):
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "GRUCell", "nnx.GRUCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        self.in_features = in_features
-        self.hidden_features = hidden_features
-        self.gate_fn = gate_fn
-        self.activation_fn = activation_fn
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.carry_init = carry_init
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
         n = 3 * hidden_features
         self.dense_i = _dense(in_features, n, True, kernel_init, bias_init, dtype, param_dtype, rngs)
         self.dense_h = _dense(hidden_features, n, False, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs)
