@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +68,44 @@ def caught(exc, fn) -> tuple[str, BaseException]:
 def rows_distinct(a) -> bool:
     a = np.asarray(a)
     return len({row.tobytes() for row in a}) == len(a)
+
+
+def start_multi_device(script: str) -> subprocess.Popen:
+    """Run ``script`` in a subprocess that sees 4 CPU devices (it prints ``RESULT=<json>``)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish_multi_device(proc: subprocess.Popen) -> dict:
+    """Wait for :func:`start_multi_device`'s subprocess; its ``RESULT``."""
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-4000:]
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT=")]
+    assert lines, stdout[-2000:] + stderr[-2000:]
+    return json.loads(lines[-1][len("RESULT="):])
+
+
+def multi_device_fixtures(script: str) -> tuple:
+    """The two fixtures a test module uses to run ``script`` on 4 devices: one that starts the
+    (slow) subprocess with the module's first test, so it runs while the others do, and
+    ``multi``, its result."""
+    started: dict = {}
+
+    @pytest.fixture(scope="module", autouse=True)
+    def start_early(request):
+        if any("multi" in item.fixturenames for item in request.session.items if item.module is request.module):
+            started["proc"] = start_multi_device(script)
+        yield
+        proc = started.pop("proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    @pytest.fixture(scope="module")
+    def multi():
+        return finish_multi_device(started.pop("proc", None) or start_multi_device(script))
+
+    return start_early, multi

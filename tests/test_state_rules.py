@@ -8,19 +8,13 @@ devices."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import plait as nnx
-from helpers import Holder, Net, dropout_count, is_concrete, raises
+from helpers import Holder, Net, dropout_count, is_concrete, multi_device_fixtures, raises
 
 D = 3  # lanes / steps
 
@@ -903,39 +897,11 @@ print("RESULT=" + json.dumps(out))
 """
 
 
-def _start_multi_device() -> subprocess.Popen:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(MULTI_DEVICE_SCRIPT)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+_start_multi_device_early, multi = multi_device_fixtures(MULTI_DEVICE_SCRIPT)
 
 
-_started: dict = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _start_multi_device_early(request):
-    """Start the (slow) subprocess with the first test, so it runs while the others do."""
-    if any("multi" in item.fixturenames for item in request.session.items if item.module is request.module):
-        _started["proc"] = _start_multi_device()
-    yield
-    proc = _started.pop("proc", None)
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.communicate()
-
-
-@pytest.fixture(scope="module")
-def multi():
-    proc = _started.pop("proc", None) or _start_multi_device()
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr[-4000:]
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT=")]
-    assert lines, stdout[-2000:] + stderr[-2000:]
-    result = json.loads(lines[-1][len("RESULT="):])
-    assert result["devices"] == 4
-    return result
+def test_multi_device_subprocess_has_four_devices(multi):
+    assert multi["devices"] == 4
 
 
 def ok(multi, name):
