@@ -92,21 +92,9 @@ def _owner_step(target: Any, referrers: list) -> tuple[Any, str] | None:
     for ref in referrers:
         if type(ref) is Dict:
             return ref, f"[{next(k for k, v in ref.items() if v is target)!r}]"
-        if type(ref) is List or (type(ref) is tuple and _held_by_object(ref)):
+        if type(ref) is List or (type(ref) is tuple and _owner_step(ref, gc.get_referrers(ref)) is not None):
             return ref, f"[{next(i for i, v in enumerate(ref) if v is target)}]"
     return None
-
-
-def _held_by_object(value: Any) -> bool:
-    import gc
-
-    return any((isinstance(r, Object) or type(r) in (dict, Dict, List)) and _step_ok(r, value) for r in gc.get_referrers(value))
-
-
-def _step_ok(container: Any, value: Any) -> bool:
-    values = container.__dict__.values() if isinstance(container, Object) else (
-        container.values() if isinstance(container, dict) else container)
-    return any(v is value for v in values)
 
 
 def structure_changed() -> None:
