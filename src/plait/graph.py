@@ -595,27 +595,28 @@ def _unclaimed(gd: GraphDef, rest: list, flat: Flat, leaves: list | None, filter
     )
 
 
+def _origin(state: Any, graphdef: GraphDef) -> Origin | None:
+    """The :class:`~plait.state.Origin` of ``state`` if it is a State that :func:`split` or
+    :func:`state` made for a graph of ``graphdef``'s structure, not edited since; else None."""
+    o = state._origin if type(state) is State else None
+    if o is None or not o.of(state) or not (o.graphdef is graphdef or o.graphdef == graphdef):
+        return None
+    return o
+
+
 def _origin_leaves(graphdef: GraphDef, states: tuple) -> list | None:
-    """The leaves of ``graphdef`` taken by position from States that :func:`split` or
-    :func:`state` made for a graph of this structure and that were not edited since; None
-    if any State is not such, or they do not give every leaf exactly once."""
-    n = graphdef.num_leaves
-    if len(states) == 1:
-        s = states[0]
-        o = s._origin if type(s) is State else None
-        if o is None or not o.of(s) or len(o.indices) != n or not (o.graphdef is graphdef or o.graphdef == graphdef):
-            return None
-        return [e._value if isinstance(e, Variable) else e for e in o.entries]
-    out: list = [_MISSING] * n
-    for s in states:
-        o = s._origin if type(s) is State else None
-        if o is None or not o.of(s) or not (o.graphdef is graphdef or o.graphdef == graphdef):
-            return None
+    """The leaves of ``graphdef`` taken by position from the States' Origins; None if a State
+    has none, or they do not give every leaf exactly once."""
+    origins = [_origin(s, graphdef) for s in states]
+    if any(o is None for o in origins) or sum(len(o.indices) for o in origins) != graphdef.num_leaves:
+        return None
+    if len(origins) == 1:
+        return [e._value if isinstance(e, Variable) else e for e in origins[0].entries]
+    out: list = [_MISSING] * graphdef.num_leaves
+    for o in origins:
         for k, e in zip(o.indices, o.entries):
             out[k] = e._value if isinstance(e, Variable) else e
-    if any(x is _MISSING for x in out) or sum(len(s._origin.indices) for s in states) != n:
-        return None
-    return out
+    return None if any(x is _MISSING for x in out) else out
 
 
 def _check_node(node: Any, what: str) -> None:
@@ -747,13 +748,11 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update", node)
     flat = flatten_cached((node,))
     gd, given = flat.graphdef, (state, *states)
-    if not gd.has_raw_leaves and all(
-        type(s) is State and s._origin is not None and s._origin.of(s)
-        and (s._origin.graphdef is gd or s._origin.graphdef == gd) for s in given
-    ):  # States split from a graph of this structure: leaves by position
+    origins = [_origin(s, gd) for s in given]
+    if not gd.has_raw_leaves and all(o is not None for o in origins):  # leaves by position
         slots = flat.slots
-        for s in given:
-            for k, e in zip(s._origin.indices, s._origin.entries):
+        for o in origins:
+            for k, e in zip(o.indices, o.entries):
                 slots[k]._value = e._value if isinstance(e, Variable) else e
         return
     index = gd.path_index()
