@@ -95,7 +95,7 @@ class GraphDef:
     """
 
     __slots__ = ("nodes", "roots", "leaf_paths", "leaf_nodes", "leaf_owners", "has_raw_leaves", "_hash", "_path_index",
-                 "_plan")
+                 "_plan", "revisits", "node_paths", "_aliases")
 
     def __init__(self, nodes: tuple, roots: tuple, leaf_paths: tuple, leaf_nodes: tuple, leaf_owners: tuple) -> None:
         self.nodes = nodes
@@ -107,6 +107,23 @@ class GraphDef:
         self._hash: int | None = None
         self._path_index: dict | None = None
         self._plan: tuple | None = None  # how to build new objects from leaves (see _build_new)
+        self.revisits: tuple = ()  # (node, path) for each second path to a node (not part of equality)
+        self.node_paths: tuple = ()
+        self._aliases: tuple | None = None
+
+    def aliases(self) -> tuple:
+        """``(leaf, path)`` for every further path by which a leaf is reached (a shared module
+        or Variable seen from a second place), so per-argument specs can be checked to agree."""
+        if self._aliases is None:
+            out = []
+            for node, path in self.revisits:
+                first = self.node_paths[node]
+                n = len(first)
+                for k, p in enumerate(self.leaf_paths):
+                    if p[:n] == first and (self.leaf_nodes[k] >= 0 or self.leaf_owners[k] is not None):
+                        out.append((k, path + p[n:]))
+            self._aliases = tuple(out)
+        return self._aliases
 
     def __eq__(self, other: Any) -> bool:
         if self is other:
@@ -141,11 +158,12 @@ jax.tree_util.register_pytree_node(GraphDef, lambda gd: ((), gd), lambda gd, _: 
 class Flat:
     """A flattening: the GraphDef, the node objects by index, and the leaves."""
 
-    __slots__ = ("graphdef", "objs", "leaves", "slots", "cacheable", "node_paths", "post", "plans")
+    __slots__ = ("graphdef", "objs", "leaves", "slots", "cacheable", "node_paths", "post", "plans", "roots")
 
     def __init__(self, graphdef: GraphDef, objs: list, leaves: list, cacheable: bool = True,
-                 node_paths: list | None = None, post: list | None = None) -> None:
+                 node_paths: list | None = None, post: list | None = None, roots: tuple = ()) -> None:
         self.graphdef = graphdef
+        self.roots = roots
         self.node_paths = node_paths or []
         self.post = post or []
         self.cacheable = cacheable and not graphdef.has_raw_leaves
@@ -158,19 +176,16 @@ class Flat:
     def current_leaves(self) -> list:
         """The leaves as they are now (values may have been written since flattening)."""
         if self.graphdef.has_raw_leaves:
-            return flatten(tuple(_roots_of(self)))[0].leaves
+            return flatten(self.roots)[1]
         return [v._value for v in self.slots]
-
-
-def _roots_of(flat: Flat) -> list:
-    return [flat.objs[r] if type(r) is int else _MISSING for r in flat.graphdef.roots]
 
 
 class _Flattener:
     __slots__ = ("nodes", "objs", "index", "leaves", "leaf_paths", "leaf_nodes", "leaf_owners", "owner", "untracked",
-                 "node_paths", "post")
+                 "node_paths", "post", "scalars", "revisits")
 
-    def __init__(self) -> None:
+    def __init__(self, scalars: bool = False) -> None:
+        self.scalars = scalars  # Python ints and bools outside modules are data too (loop values)
         self.nodes: list = []
         self.objs: list = []
         self.index: dict[int, int] = {}
@@ -184,11 +199,13 @@ class _Flattener:
         self.untracked = False
         self.node_paths: list = []  # path of each node at its first visit
         self.post: list = []  # ("node", i) / ("leaf", k), children before parents (for iter_graph)
+        self.revisits: list = []  # (node, path): a node reached again by another path
 
     def ref(self, value: Any, path: tuple) -> Any:
         if isinstance(value, Variable):
             i = self.index.get(id(value))
             if i is not None:
+                self.revisits.append((i, path))
                 return i
             i = len(self.nodes)
             self.index[id(value)] = i
@@ -207,6 +224,7 @@ class _Flattener:
         if isinstance(value, Object):
             i = self.index.get(id(value))
             if i is not None:
+                self.revisits.append((i, path))
                 return i
             i = len(self.nodes)
             self.index[id(value)] = i
@@ -241,7 +259,8 @@ class _Flattener:
             self.leaf_owners.append(self.owner)
             self.post.append(("leaf", k))
             return ("leaf", k)
-        if self.owner is None and isinstance(value, (float, complex, np.generic)) and t is not bool:
+        if self.owner is None and (isinstance(value, (float, complex, np.generic)) and t is not bool
+                                   or self.scalars and t in (int, bool)):
             # A Python float passed to a transform is data, as in JAX (grad w.r.t. it, map it);
             # held by a module it is configuration (epsilon, rate) and stays static.
             k = len(self.leaves)
@@ -284,17 +303,21 @@ def _key_path(kp: tuple) -> tuple:
     return tuple(out)
 
 
-def flatten(roots: tuple) -> tuple[Flat, list]:
+def flatten(roots: tuple, scalars: bool = False) -> tuple[Flat, list]:
     """Flatten ``roots`` jointly (shared objects across roots are stored once).
 
     Returns the :class:`Flat` and the leaves. Leaf paths start with the root's position.
+    With ``scalars``, Python ints and bools outside modules are leaves (as in a JAX loop
+    value) instead of structure.
     """
-    f = _Flattener()
+    f = _Flattener(scalars)
     root_refs = tuple([f.ref(r, (i,)) for i, r in enumerate(roots)])
     gd = GraphDef(
         tuple(f.nodes), root_refs, tuple(f.leaf_paths), tuple(f.leaf_nodes), tuple(f.leaf_owners)
     )
-    flat = Flat(gd, f.objs, f.leaves, cacheable=not f.untracked, node_paths=f.node_paths, post=f.post)
+    if f.revisits:
+        gd.revisits, gd.node_paths = tuple(f.revisits), tuple(f.node_paths)
+    flat = Flat(gd, f.objs, f.leaves, cacheable=not f.untracked, node_paths=f.node_paths, post=f.post, roots=roots)
     return flat, f.leaves
 
 
@@ -506,7 +529,7 @@ def write_leaves(flat: Flat, updates: Mapping[int, Any]) -> None:
                 raise GraphError(f"cannot write the array at `{_path_text(gd.leaf_paths[k][1:])}`: it is not held by a module")
             raw_owners.add(owner)
     if raw_owners:
-        leaves = flatten(tuple(_roots_of(flat)))[1]
+        leaves = flatten(flat.roots)[1]
         for k, value in updates.items():
             leaves[k] = value
         builder = _Builder(flat.objs, leaves)

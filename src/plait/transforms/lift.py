@@ -22,9 +22,13 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import jax
+
 from .. import object as _object
-from ..errors import TransformError, describe
+from ..errors import AxisError, TransformError, describe
 from ..graph import Flat, GraphDef, flatten, unflatten
+from .axes import resolve
+from .messages import rank_error
 
 __all__ = ["Call", "Collected", "enter", "collect", "reject_removed_kwargs"]
 
@@ -58,9 +62,12 @@ def collect(graphdef: GraphDef, objs: list, leaves: list, roots: tuple, out: Any
     flat2, leaves2 = flatten(tuple(roots) + (out,))
     gd2 = flat2.graphdef
     n_nodes, n_roots = len(graphdef.nodes), len(roots)
-    same = gd2.roots[:n_roots] == graphdef.roots and gd2.nodes[:n_nodes] == graphdef.nodes
     position = {id(o): i for i, o in enumerate(objs)}
     origin = tuple(position.get(id(o), -1) for o in flat2.objs)
+    # The same structure is not enough: swapping two sub-modules of one type leaves the
+    # encoding equal but puts other objects at each node, so identities are compared too.
+    same = (gd2.roots[:n_roots] == graphdef.roots and gd2.nodes[:n_nodes] == graphdef.nodes
+            and all(o == i for i, o in enumerate(origin[:n_nodes])))
     n_in = graphdef.num_leaves
     input_leaf = []
     for k, node in enumerate(gd2.leaf_nodes):
@@ -96,12 +103,62 @@ def reject_removed_kwargs(transform: str, removed: dict) -> None:
     raise TypeError(f"{transform}() got an unexpected keyword argument {name!r}")
 
 
+class Store:
+    """Facts found while JAX traces an inner function (the output GraphDef, which leaves
+    were written, ...), read by the code that called the transform.
+
+    Reading it before the trace wrote it is a bug in plait, not in the user's code, and
+    raises instead of returning a stale or empty value (like ``linear_util.Store``).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self) -> None:
+        self._value: Any = _UNSET
+
+    def put(self, value: Any) -> None:
+        self._value = value
+
+    @property
+    def filled(self) -> bool:
+        """The trace got as far as writing its facts (it can fail before, e.g. in JAX)."""
+        return self._value is not _UNSET
+
+    def get(self) -> Any:
+        if self._value is _UNSET:
+            raise AssertionError("plait: a transform read its trace facts before JAX traced the function")
+        return self._value
+
+
+_UNSET = object()
+
+
+def bind_arguments(fun: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Keyword arguments that name positional parameters become positional, as the
+    function's signature says; per-argument specs (``in_axes``, ``argnums``) then apply to
+    them whether they were passed by position or by name."""
+    if not kwargs:
+        return args, kwargs
+    try:
+        bound = inspect.signature(fun).bind(*args, **kwargs)
+    except (TypeError, ValueError):  # no signature, or a call the function itself will refuse
+        return args, kwargs
+    return tuple(bound.args), dict(bound.kwargs)
+
+
 class Call:
-    """One call of a transformed function, outside the JAX transform."""
+    """One call of a transformed function, outside the JAX transform.
+
+    Keyword arguments are bound to their positions first (:func:`bind_arguments`); the
+    rest (keyword-only) travel as one dict root after the positional ones.
+    """
 
     __slots__ = ("fun", "transform", "args", "kwargs", "roots", "flat", "leaves", "n_args", "names")
 
-    def __init__(self, fun: Callable, transform: str, args: tuple, kwargs: dict, names: list[str] | None = None) -> None:
+    def __init__(self, fun: Callable, transform: str, args: tuple, kwargs: dict, names: list[str] | None = None,
+                 bind: bool = True, scalars: bool = False) -> None:
+        if bind:
+            args, kwargs = bind_arguments(fun, args, kwargs)
         self.fun = fun
         self.names = names  # argument names for errors, if not the function's own
         self.transform = transform
@@ -109,7 +166,7 @@ class Call:
         self.kwargs = kwargs
         self.n_args = len(args)
         self.roots = args + (kwargs,) if kwargs else args
-        self.flat, self.leaves = flatten(self.roots)
+        self.flat, self.leaves = flatten(self.roots, scalars=scalars)
 
     @property
     def graphdef(self) -> GraphDef:
@@ -119,10 +176,45 @@ class Call:
         """Leaf ``k`` is held by a Variable or a module (so writes to it go back)."""
         return self.flat.slots[k] is not None or self.flat.graphdef.leaf_owners[k] is not None
 
+    def value(self, k: int) -> Any:
+        """What filters and errors see for leaf ``k``: its Variable, or the raw array."""
+        slot = self.flat.slots[k]
+        return slot if slot is not None else self.leaves[k]
+
+    def resolve(self, specs: tuple, name: str, keyword_spec: Any = None, leaf_types: tuple = ()) -> list:
+        """Each leaf's spec value (axis, sharding, ...), from ``specs`` (one per positional
+        argument; keyword-only arguments get ``keyword_spec``). This is the one place where
+        a module reached through two arguments (or two paths) must get the same value."""
+        gd, n_args = self.flat.graphdef, self.n_args
+
+        def at(path: tuple, k: int) -> Any:
+            spec = specs[path[0]] if path[0] < n_args else keyword_spec
+            return resolve(spec, path[1:], self.value(k), lambda: describe(self.path_text(path), self.value(k)),
+                           self.transform, name, leaf_types)
+
+        out = [at(path, k) for k, path in enumerate(gd.leaf_paths)]
+        for k, path in gd.aliases():
+            other = at(path, k)
+            if other is not out[k] and other != out[k]:
+                first = gd.leaf_paths[k]
+                raise AxisError(
+                    f"{self.transform}: {self.describe_leaf(k)} is also reached as `{self.path_text(path)}`, "
+                    f"and the two get different specs from {name}: {out[k]!r} by way of `{self.path_text(first)}`, "
+                    f"{other!r} by way of `{self.path_text(path)}`.\n"
+                    "One Variable can be transformed only one way. Give both places the same spec, "
+                    f"e.g. {name} entry {_spec_text(out[k])} for both arguments, or pass the shared module once."
+                )
+        return out
+
     def split_roots(self, roots: tuple) -> tuple[tuple, dict]:
         if self.kwargs:
             return roots[: self.n_args], roots[self.n_args]
         return roots, {}
+
+    def finish(self, collected: Collected, emitted: list[int], values: list) -> Any:
+        """Outside: every output leaf (unchanged inputs forwarded from the caller, the
+        ``emitted`` ones from ``values``) written back; returns the function's output."""
+        return write_back(self.flat, collected, forward_unchanged(self, collected, emitted, values))
 
     def run(self, leaves: list, select: Callable | None = None, target: Callable | None = None,
             prefix: tuple = ()) -> tuple[Any, Collected, Flat]:
@@ -151,6 +243,96 @@ class Call:
     def describe_leaf(self, k: int) -> str:
         slot = self.flat.slots[k]
         return describe(self.path_text(self.flat.graphdef.leaf_paths[k]), slot if slot is not None else self.leaves[k])
+
+
+def _spec_text(spec: Any) -> str:
+    return repr(spec)
+
+
+class Facts:
+    """Static facts of one trace carried out of JAX as a pytree node with no leaves.
+
+    JAX hands the node back from its own caches (``jax.jit`` on a cache hit returns the
+    facts of the trace that compiled the function), so the facts always belong to the
+    compiled function that ran, even when several are cached.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+jax.tree_util.register_pytree_node(Facts, lambda f: ((), f.value), lambda value, _: Facts(value))
+
+_TOP = _object.trace_state()
+
+
+def eager() -> bool:
+    """No JAX trace is running: a transform called here may compile and cache itself."""
+    return _object.trace_state() == _TOP
+
+
+def closes_over_state(fun: Callable) -> bool:
+    """``fun`` (or a function it wraps) holds arrays or graph objects in its closure or
+    defaults: a compiled, cached version would keep their first values."""
+    from ..graph import ARRAY_TYPES, is_graph_node
+
+    seen = 0
+    while fun is not None and seen < 8:
+        seen += 1
+        cells = [c.cell_contents for c in (getattr(fun, "__closure__", None) or ()) if _filled(c)]
+        cells += list(getattr(fun, "__defaults__", None) or ())
+        cells += list(getattr(fun, "args", ()) or ()) + list((getattr(fun, "keywords", None) or {}).values())
+        for value in cells:
+            if callable(value) and not isinstance(value, type) and closes_over_state(value):
+                return True
+            leaves = jax.tree_util.tree_leaves(value, is_leaf=is_graph_node)
+            if any(is_graph_node(x) or isinstance(x, ARRAY_TYPES) for x in leaves):
+                return True
+        fun = getattr(fun, "__wrapped__", None) or getattr(fun, "func", None) or getattr(fun, "__func__", None)
+    return False
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
+def mapped_size(call: Call, axes: list, size: int | None, transform: str, size_name: str) -> tuple[int, list[int]]:
+    """The common length of every leaf with an int axis (vmap's lanes, scan's steps), checked
+    against ``size`` when given; returns it and the mapped leaves."""
+    sized_by = None
+    mapped = []
+    for k, axis in enumerate(axes):
+        if type(axis) is not int:
+            continue
+        shape = jax.numpy.shape(call.leaves[k])
+        if not -len(shape) <= axis < len(shape):
+            raise rank_error(call, k, axis, transform, size)
+        n = shape[axis]
+        if size is None:
+            size, sized_by = n, k
+        elif n != size:
+            first = f"{size_name}={size}" if sized_by is None else f"{call.describe_leaf(sized_by)} has {size}"
+            what = "scanned" if transform == "scan" else "mapped"
+            sizes = "lengths" if transform == "scan" else "sizes"
+            raise AxisError(
+                f"{transform}: {what} axes have different {sizes}: {call.describe_leaf(k)} has {n} on axis {axis}, "
+                f"but {first}.\nEvery {what} argument and Variable needs the same size on its {what} axis; "
+                f"{'broadcast the odd one out with None' if transform != 'scan' else 'broadcast the odd one out with None in in_axes'}."
+            )
+        mapped.append(k)
+    if size is None:
+        verb = "scanned over" if transform == "scan" else "mapped"
+        raise TransformError(
+            f"{transform}: nothing is {verb} (no int axis in in_axes), so the {'length' if transform == 'scan' else 'axis size'} "
+            f"is unknown; pass {size_name}=N, e.g. nnx.{transform}(f, {size_name}=3)"
+        )
+    return size, mapped
 
 
 def forward_unchanged(call: Call, collected: Collected, emitted: list[int], values: list) -> list:

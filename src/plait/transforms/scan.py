@@ -19,12 +19,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..errors import AxisError, StateError, TransformError
+from ..errors import StateError, TransformError
 from ..graph import check_prefix, ref_leaves, ref_shape, ref_text
 from ..variables import RngState
 from .axes import Carry, SameKeys, resolve
-from .lift import Call, check_callable, reject_removed_kwargs
-from .messages import broadcast_draw_error, rank_error
+from .lift import Call, Facts, Store, check_callable, closes_over_state, eager, mapped_size, reject_removed_kwargs
+from .messages import broadcast_draw_error
 from .vmap import arg_specs
 
 __all__ = ["scan"]
@@ -62,9 +62,11 @@ def scan(
         return functools.partial(scan, length=length, reverse=reverse, unroll=unroll, in_axes=in_axes, out_axes=out_axes)
     check_callable(f, "scan")
 
+    cache: dict = {}  # compiled per structure, for calls outside any trace
+
     @functools.wraps(f)
     def scanned(*args: Any, **kwargs: Any) -> Any:
-        return _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes)
+        return _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cache)
 
     return scanned
 
@@ -83,11 +85,19 @@ def _carry_positions(spec: Any, name: str) -> list[int]:
     return found
 
 
-def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
+class _Context:
+    """The call being traced; a cached compiled scan must not hold its first call's arrays."""
+
+    __slots__ = ("call", "store")
+
+    def __init__(self) -> None:
+        self.call: Call | None = None
+        self.store = Store()
+
+
+def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cache):
     call = Call(f, "scan", args, kwargs)
-    gd = call.graphdef
-    n_args = call.n_args
-    specs = arg_specs(in_axes, args, "scan", fun=f)
+    specs = arg_specs(in_axes, call.args, "scan", fun=f)
     same_keys: set[int] = set()  # broadcast RNG state that may be drawn from (nnx.SameKeys)
     carry_in = [i for i, s in enumerate(specs) if s is Carry]
     if len(carry_in) > 1:
@@ -106,138 +116,144 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes):
         )
 
     axes: list = []
-    for k, path in enumerate(gd.leaf_paths):
-        root = path[0]
-        if root >= n_args:  # keyword arguments are broadcast to every step
-            axes.append(None)
-            continue
-        slot = call.flat.slots[k]
-        axis = resolve(specs[root], path[1:], slot if slot is not None else call.leaves[k],
-                       lambda k=k: call.describe_leaf(k), "scan", "in_axes")
+    for k, axis in enumerate(call.resolve(specs, "in_axes", keyword_spec=None)):  # keywords: every step
+        root = call.graphdef.leaf_paths[k][0]
         if axis is Carry and specs[root] is not Carry and not call.is_state(k):
-            raise TransformError(f"scan: nnx.Carry must mark a whole argument (or module state in StateAxes): {call.describe_leaf(k)}")
+            raise TransformError(
+                f"scan: nnx.Carry must mark a whole argument (or module state in StateAxes), but in_axes gives it "
+                f"to {call.describe_leaf(k)} inside argument {root}.\nWrite in_axes=(nnx.Carry, 0) with the whole "
+                "carried value as one argument."
+            )
         if axis is SameKeys:
             if isinstance(call.flat.slots[k], RngState):
                 same_keys.add(k)
             axis = None
         axes.append(axis)
+    size, scanned = mapped_size(call, axes, length, "scan", "length")
 
+    key = (call.graphdef, tuple(axes), size, frozenset(same_keys), call.n_args)
+    entry = cache.get(key)
+    if entry is None:
+        context = _Context()
+        fn = _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_axes, reverse, unroll)
+        if eager() and not closes_over_state(f):
+            fn = jax.jit(fn)
+            if len(cache) > 32:
+                cache.clear()
+            cache[key] = (fn, context)
+    else:
+        fn, context = entry
+    context.call, context.store = call, Store()
+    try:
+        facts, values = fn(call.leaves)
+    finally:
+        context.call = None
+    col, emitted = facts.value
+    return call.finish(col, emitted, values)
+
+
+def _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_axes, reverse, unroll):
+    """The function that runs ``lax.scan``: every leaf in; the written state and the outputs
+    out (as leaves of the output GraphDef), with the trace's facts."""
     scanned = [k for k, a in enumerate(axes) if type(a) is int]
-    size, sized_by = length, None
-    xs = []
-    for k in scanned:
-        x = call.leaves[k]
-        shape = jnp.shape(x)
-        axis = axes[k]
-        if not -len(shape) <= axis < len(shape):
-            raise rank_error(call, k, axis, "scan", size)
-        n = shape[axis]
-        if size is None:
-            size, sized_by = n, k
-        elif n != size:
-            first = f"length={length}" if sized_by is None else f"{call.describe_leaf(sized_by)} has {size}"
-            raise AxisError(
-                f"scan: scanned axes have different lengths: {call.describe_leaf(k)} has {n} on axis {axis}, "
-                f"but {first}.\nEvery scanned argument and Variable needs the same length on its scanned axis."
-            )
-        xs.append(jnp.moveaxis(x, axis, 0) if axis % len(shape) else x)
-    if size is None:
-        raise TransformError("scan: nothing is scanned over (no int in in_axes), so the length is unknown; pass length=N")
 
-    carry_state = [k for k, a in enumerate(axes) if a is Carry and call.is_state(k)]
-    carry_root_ref = gd.roots[carry_in[0]] if carry_in else None
-    carry_raw_in = ref_leaves(carry_root_ref) if carry_in else []
-    broadcast_state = [k for k, a in enumerate(axes) if a is None and call.is_state(k)]
-    scanned_state = [k for k in scanned if call.is_state(k)]
-    static: dict = {}
+    def outer(leaves: list) -> tuple:
+        call = context.call
+        gd = call.graphdef
+        carry_state = [k for k, a in enumerate(axes) if a is Carry and call.is_state(k)]
+        carry_raw_in = ref_leaves(gd.roots[carry_in[0]]) if carry_in else []
+        broadcast_state = [k for k, a in enumerate(axes) if a is None and call.is_state(k)]
+        scanned_state = [k for k in scanned if call.is_state(k)]
+        xs = [jnp.moveaxis(leaves[k], axes[k], 0) if axes[k] % jnp.ndim(leaves[k]) else leaves[k] for k in scanned]
 
-    def body(carry: tuple, x: list) -> tuple:
-        leaves = list(call.leaves)
-        for k, v in zip(carry_state, carry[0]):
-            leaves[k] = v
-        for k, v in zip(carry_raw_in, carry[1]):
-            leaves[k] = v
-        for k, v in zip(scanned, x):
-            leaves[k] = v
-        _, col, flat2 = call.run(leaves)
-        if not col.same:
-            raise TransformError(
-                "scan: the structure of an input module changed inside a step (an attribute or "
-                "Variable was added, removed or replaced). Every step must see the same structure: "
-                "create attributes before the scan."
-            )
-        gd2 = col.graphdef
-        out_ref = gd2.roots[-1]
-        carry_ref = None
-        if carry_out:
-            if carry_out == [-1]:
-                carry_ref = out_ref
-            elif type(out_ref) is not int and out_ref[0] == "tuple" and len(out_ref[1]) == len(out_axes):
-                carry_ref = out_ref[1][carry_out[0]]
+        def body(carry: tuple, x: list) -> tuple:
+            step = list(leaves)
+            for k, v in zip(carry_state, carry[0]):
+                step[k] = v
+            for k, v in zip(carry_raw_in, carry[1]):
+                step[k] = v
+            for k, v in zip(scanned, x):
+                step[k] = v
+            _, col, flat2 = call.run(step)
+            if not col.same:
+                raise TransformError(
+                    "scan: the structure of an input module changed inside a step (an attribute or "
+                    "Variable was added, removed or replaced). Every step must see the same structure: "
+                    "create attributes before the scan."
+                )
+            gd2 = col.graphdef
+            out_ref = gd2.roots[-1]
+            carry_ref = None
+            if carry_out:
+                if carry_out == [-1]:
+                    carry_ref = out_ref
+                elif type(out_ref) is not int and out_ref[0] == "tuple" and len(out_ref[1]) == len(out_axes):
+                    carry_ref = out_ref[1][carry_out[0]]
+                else:
+                    raise TransformError(
+                        f"scan: out_axes={out_axes!r} says the function returns a tuple of {len(out_axes)}, "
+                        f"but it returned {ref_text(out_ref, gd2)}. Return (carry, y), or use out_axes=nnx.Carry "
+                        "to return only the carry."
+                    )
+            if isinstance(out_axes, (tuple, list, dict)):
+                check_prefix(out_axes, out_ref, gd2, "scan: out_axes")
+            raw_out = ref_leaves(carry_ref) if carry_ref is not None else []
+            if carry_in:
+                _check_carry(call, carry_in[0], carry_ref, gd2, carry_raw_in, raw_out, step, flat2.leaves)
+            for k in carry_state:
+                _check_same_type(call, k, step[k], flat2.leaves[k], call.describe_leaf(k))
+            for k in broadcast_state:
+                if col.changed[k] and k not in same_keys and isinstance(call.flat.slots[k], RngState):
+                    raise broadcast_draw_error(call, k, "scan", size)
+                if col.changed[k] and k not in same_keys:
+                    raise StateError(
+                        f"scan: {call.describe_leaf(k)} is broadcast to every step (axis None) but was written "
+                        "inside a step; one value cannot hold a different write per step.\n"
+                        "Carry it through the steps instead: in_axes=(nnx.Carry, nnx.StateAxes({<its type>: nnx.Carry, ...: 0}))"
+                    )
+            # Scanned state that was written is stacked; SameKeys state writes the same value in
+            # every step, so it is stacked too and step 0's value is written back.
+            ys_state = [k for k in scanned_state + sorted(same_keys) if col.changed[k]]
+            in_carry = set(raw_out)
+            out_ys, out_ys_axes = [], []
+            for k2 in col.out_leaves():
+                if k2 in in_carry:
+                    continue
+                slot = flat2.slots[k2]
+                axis = resolve(out_axes, gd2.leaf_paths[k2][1:], slot if slot is not None else flat2.leaves[k2],
+                               lambda k2=k2: call.path_text(gd2.leaf_paths[k2]), "scan", "out_axes")
+                if type(axis) is not int:
+                    raise TransformError(
+                        f"scan: output `{call.path_text(gd2.leaf_paths[k2])}` has out axis {axis!r}; outputs that are "
+                        "not the carry are stacked over the steps and need an int axis, e.g. "
+                        "out_axes=(nnx.Carry, 0)"
+                    )
+                out_ys.append(k2)
+                out_ys_axes.append(axis)
+            context.store.put((col, ys_state, raw_out, out_ys, out_ys_axes))
+            new_carry = ([flat2.leaves[k] for k in carry_state], [flat2.leaves[k] for k in raw_out])
+            return new_carry, ([flat2.leaves[k] for k in ys_state], [flat2.leaves[k] for k in out_ys])
+
+        init = ([leaves[k] for k in carry_state], [leaves[k] for k in carry_raw_in])
+        (carry_state_out, carry_raw_out), (ys_state_out, ys_out) = jax.lax.scan(
+            body, init, xs, length=size, reverse=reverse, unroll=unroll
+        )
+        col, ys_state, raw_out, out_ys, out_ys_axes = context.store.get()
+        emitted, values = list(carry_state), list(carry_state_out)
+        for k, v in zip(ys_state, ys_state_out):
+            emitted.append(k)
+            if k in same_keys:
+                values.append(v[0])
             else:
-                raise TransformError(
-                    f"scan: out_axes={out_axes!r} says the function returns a tuple of {len(out_axes)}, "
-                    "but it returned something else. Return (carry, y), or use out_axes=nnx.Carry "
-                    "to return only the carry."
-                )
-        if isinstance(out_axes, (tuple, list, dict)):
-            check_prefix(out_axes, out_ref, gd2, "scan: out_axes")
-        raw_out = ref_leaves(carry_ref) if carry_ref is not None else []
-        if carry_in:
-            _check_carry(call, carry_in[0], carry_ref, gd2, carry_raw_in, raw_out, leaves, flat2.leaves)
-        for k in carry_state:
-            _check_same_type(call, k, leaves[k], flat2.leaves[k], call.describe_leaf(k))
-        for k in broadcast_state:
-            if col.changed[k] and k not in same_keys and isinstance(call.flat.slots[k], RngState):
-                raise broadcast_draw_error(call, k, "scan", size)
-            if col.changed[k] and k not in same_keys:
-                raise StateError(
-                    f"scan: {call.describe_leaf(k)} is broadcast to every step (axis None) but was written "
-                    "inside a step; one value cannot hold a different write per step.\n"
-                    "Carry it through the steps instead: in_axes=(nnx.Carry, nnx.StateAxes({<its type>: nnx.Carry, ...: 0}))"
-                )
-        # Scanned state that was written is stacked; SameKeys state writes the same value in
-        # every step, so it is stacked too and step 0's value is written back.
-        ys_state = [k for k in scanned_state + sorted(same_keys) if col.changed[k]]
-        in_carry = set(raw_out)
-        out_ys, out_ys_axes = [], []
-        for k2 in col.out_leaves():
-            if k2 in in_carry:
-                continue
-            slot = flat2.slots[k2]
-            axis = resolve(out_axes, gd2.leaf_paths[k2][1:], slot if slot is not None else flat2.leaves[k2],
-                           lambda k2=k2: call.path_text(gd2.leaf_paths[k2]), "scan", "out_axes")
-            if type(axis) is not int:
-                raise TransformError(
-                    f"scan: output `{call.path_text(gd2.leaf_paths[k2])}` has out axis {axis!r}; outputs that are "
-                    "not the carry are stacked over the steps and need an int axis"
-                )
-            out_ys.append(k2)
-            out_ys_axes.append(axis)
-        static.update(col=col, ys_state=ys_state, raw_out=raw_out, out_ys=out_ys, out_ys_axes=out_ys_axes)
-        new_carry = ([flat2.leaves[k] for k in carry_state], [flat2.leaves[k] for k in raw_out])
-        return new_carry, ([flat2.leaves[k] for k in ys_state], [flat2.leaves[k] for k in out_ys])
+                values.append(jnp.moveaxis(v, 0, axes[k]) if axes[k] % max(jnp.ndim(v), 1) else v)
+        emitted += raw_out
+        values += carry_raw_out
+        for k2, axis, v in zip(out_ys, out_ys_axes, ys_out):
+            emitted.append(k2)
+            values.append(jnp.moveaxis(v, 0, axis) if axis else v)
+        return Facts((col, emitted)), values
 
-    init = ([call.leaves[k] for k in carry_state], [call.leaves[k] for k in carry_raw_in])
-    (carry_state_out, carry_raw_out), (ys_state_out, ys_out) = jax.lax.scan(
-        body, init, xs, length=size, reverse=reverse, unroll=unroll
-    )
-    col = static["col"]
-    full: list = [None] * col.graphdef.num_leaves
-    for k in range(gd.num_leaves):
-        full[k] = call.leaves[k]
-    for k, v in zip(carry_state, carry_state_out):
-        full[k] = v
-    for k, v in zip(static["ys_state"], ys_state_out):
-        if k in same_keys:
-            full[k] = v[0]
-        else:
-            full[k] = jnp.moveaxis(v, 0, axes[k]) if axes[k] % max(jnp.ndim(v), 1) else v
-    for k2, v in zip(static["raw_out"], carry_raw_out):
-        full[k2] = v
-    for k2, axis, v in zip(static["out_ys"], static["out_ys_axes"], ys_out):
-        full[k2] = jnp.moveaxis(v, 0, axis) if axis else v
-    return call.write_back(col, full)
+    return outer
 
 
 def _check_carry(call: Call, position: int, out_ref: Any, gd2: Any, raw_in: list, raw_out: list,

@@ -22,8 +22,18 @@ from ..errors import AxisError, StateError, TransformError
 from ..graph import check_prefix, flatten, is_graph_node
 from ..variables import RngState
 from .axes import Carry, SameKeys, StateAxes, resolve
-from .lift import Call, arg_names, check_callable, reject_removed_kwargs
-from .messages import broadcast_draw_error, rank_error
+from .lift import (
+    Call,
+    Facts,
+    Store,
+    arg_names,
+    check_callable,
+    closes_over_state,
+    eager,
+    mapped_size,
+    reject_removed_kwargs,
+)
+from .messages import broadcast_draw_error
 
 __all__ = ["vmap", "pmap"]
 
@@ -61,13 +71,15 @@ def vmap(
         )
     check_callable(f, "vmap")
 
-    def mapper(inner: Callable, mapped_axes: list, group_axes: tuple, size: int) -> Callable:
-        return jax.vmap(inner, in_axes=(mapped_axes,), out_axes=group_axes, axis_size=size,
+    def mapper(inner: Callable, leaf_axes: list, group_axes: tuple, size: int) -> Callable:
+        return jax.vmap(inner, in_axes=(leaf_axes,), out_axes=(0, group_axes), axis_size=size,
                         axis_name=axis_name, spmd_axis_name=spmd_axis_name)
+
+    cache: dict = {}  # compiled per structure, for calls outside any trace
 
     @functools.wraps(f)
     def vmapped(*args: Any, **kwargs: Any) -> Any:
-        return mapped_call("vmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size)
+        return mapped_call("vmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size, cache)
 
     return vmapped
 
@@ -101,13 +113,15 @@ def pmap(
                                  axis_size=axis_size, devices=devices, backend=backend)
     check_callable(f, "pmap")
 
-    def mapper(inner: Callable, mapped_axes: list, group_axes: tuple, size: int) -> Callable:
-        return jax.pmap(inner, axis_name=axis_name, in_axes=(mapped_axes,), out_axes=group_axes,
+    def mapper(inner: Callable, leaf_axes: list, group_axes: tuple, size: int) -> Callable:
+        return jax.pmap(inner, axis_name=axis_name, in_axes=(leaf_axes,), out_axes=(0, group_axes),
                         axis_size=size, devices=devices, backend=backend)
+
+    cache: dict = {}  # jax.pmap compiles; one mapped function per structure keeps its cache
 
     @functools.wraps(f)
     def pmapped(*args: Any, **kwargs: Any) -> Any:
-        return mapped_call("pmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size)
+        return mapped_call("pmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size, cache)
 
     return pmapped
 
@@ -154,72 +168,92 @@ def spec_axes(spec: Any) -> set:
     return out
 
 
+class _Context:
+    """What an inner function reads at trace time: the call being traced. A cached compiled
+    function outlives its first call, so it must not hold that call (or its arrays) itself."""
+
+    __slots__ = ("call", "store")
+
+    def __init__(self) -> None:
+        self.call: Call | None = None
+        self.store = Store()
+
+
 def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwargs: dict, in_axes: Any, out_axes: Any,
-                axis_size: int | None) -> Any:
+                axis_size: int | None, cache: dict | None = None) -> Any:
     """vmap and pmap: resolve axes per leaf, check them, map, write back.
 
-    ``mapper(inner, in_axes_list, group_axes, size)`` calls the JAX transform.
+    ``mapper(inner, leaf_axes, out_axes, size)`` calls the JAX transform. Called outside any
+    trace, the mapped function is compiled once per structure and kept in ``cache``.
     """
     call = Call(f, transform, args, kwargs)
-    gd = call.graphdef
-    n_args = call.n_args
-    specs = arg_specs(in_axes, args, transform, fun=f)
+    specs = arg_specs(in_axes, call.args, transform, fun=f)
     axes: list = []
     same_keys: set[int] = set()  # broadcast RNG state that may be drawn from (nnx.SameKeys)
-    for k, path in enumerate(gd.leaf_paths):
-        if path[0] >= n_args:  # keyword arguments are mapped on axis 0, as in jax.vmap
-            axes.append(0)
-            continue
-        slot = call.flat.slots[k]
-        axis = resolve(specs[path[0]], path[1:], slot if slot is not None else call.leaves[k],
-                       lambda k=k: call.describe_leaf(k), transform, "in_axes")
+    for k, axis in enumerate(call.resolve(specs, "in_axes", keyword_spec=0)):
         if axis is Carry:
-            raise TransformError(f"{transform}: nnx.Carry is for scan; in {transform} use an int or None")
+            raise TransformError(
+                f"{transform}: nnx.Carry is for scan, but in_axes gives it to {call.describe_leaf(k)}.\n"
+                f"In {transform} use an int or None (broadcast), e.g. nnx.StateAxes({{nnx.RngState: 0, ...: None}})"
+            )
         if axis is SameKeys:
             if isinstance(call.flat.slots[k], RngState):
                 same_keys.add(k)
             axis = None
         axes.append(axis)
+    size, _ = mapped_size(call, axes, axis_size, transform, "axis_size")
 
-    size = axis_size
-    sized_by = None
-    mapped, mapped_axes = [], []
-    for k, axis in enumerate(axes):
-        if axis is None:
-            continue
-        shape = jnp.shape(call.leaves[k])
-        if not -len(shape) <= axis < len(shape):
-            raise rank_error(call, k, axis, transform, size)
-        n = shape[axis]
-        if size is None:
-            size, sized_by = n, k
-        elif n != size:
-            first = f"axis_size={axis_size}" if sized_by is None else f"{call.describe_leaf(sized_by)} has {size}"
-            raise AxisError(
-                f"{transform}: mapped axes have different sizes: {call.describe_leaf(k)} has {n} on axis {axis}, "
-                f"but {first}.\nEvery mapped argument and Variable needs the same size on its mapped axis; "
-                "broadcast the odd one out with None."
-            )
-        mapped.append(k)
-        mapped_axes.append(axis)
-    if size is None:
-        raise TransformError(
-            f"{transform}: nothing is mapped (every in_axes entry is None), so the axis size is unknown; "
-            "pass axis_size=N"
-        )
-
-    group_axes = sorted(
+    group_axes = tuple(sorted(
         spec_axes(in_axes) | spec_axes(out_axes) | {0},
         key=lambda a: (a is None, a if a is not None else 0),
-    )
-    group_of = {a: i for i, a in enumerate(group_axes)}
-    static: dict = {}
+    ))
+    key = (call.graphdef, tuple(axes), size, frozenset(same_keys), call.n_args)
+    entry = cache.get(key) if cache is not None else None
+    if entry is None:
+        context = _Context()
+        fn = mapper(_mapped_inner(context, transform, specs, axes, same_keys, size, out_axes, group_axes),
+                    axes, group_axes, size)
+        if cache is not None and eager() and not closes_over_state(f):
+            if transform == "vmap":  # jax.pmap compiles already
+                fn = jax.jit(fn)
+            if len(cache) > 32:
+                cache.clear()
+            cache[key] = (fn, context)
+    else:
+        fn, context = entry
+    context.call, context.store = call, Store()
+    try:
+        facts, results = fn(call.leaves)
+    except ValueError as e:
+        if "out_axes" not in str(e) or not context.store.filled:
+            raise
+        col, groups, _ = context.store.get()
+        written = groups[group_axes.index(None)] if None in group_axes else []
+        if not written:
+            raise
+        _per_lane_error(call, col, transform, written, e)
+    finally:
+        context.call = None
+    col, groups, verify = facts.value
+    emitted = [k2 for g in groups for k2 in g]
+    values = [v for g_values in results for v in g_values]
+    full_values = dict(zip(emitted, values))
+    differ = [k2 for k2 in verify if not bool(jnp.all(full_values[k2] == full_values[k2][0]))]
+    if differ:
+        _per_lane_error(call, col, transform, differ, None)
+    values = [v[0] if k2 in verify else v for k2, v in zip(emitted, values)]
+    return call.finish(col, emitted, values)
 
-    def inner(values: list) -> tuple:
-        leaves = list(call.leaves)
-        for k, v in zip(mapped, values):
-            leaves[k] = v
-        _, col, flat2 = call.run(leaves)
+
+def _mapped_inner(context: _Context, transform: str, specs: tuple, axes: list, same_keys: set, size: int,
+                  out_axes: Any, group_axes: tuple) -> Callable:
+    """The function JAX maps: all leaves in (mapped ones per lane), the written and new
+    state and the output out, grouped by out axis, with the trace's facts."""
+    group_of = {a: i for i, a in enumerate(group_axes)}
+
+    def inner(leaves: list) -> tuple:
+        call = context.call
+        _, col, flat2 = call.run(list(leaves))
         gd2 = col.graphdef
         if isinstance(out_axes, (tuple, list, dict)):
             check_prefix(out_axes, gd2.roots[-1], gd2, f"{transform}: out_axes")
@@ -234,65 +268,47 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
                 if axis is None and i not in same_keys and isinstance(call.flat.slots[i], RngState):
                     raise broadcast_draw_error(call, i, transform, size)
             else:
-                slot = flat2.slots[k2]
-                value = slot if slot is not None else flat2.leaves[k2]
-                root = path[0]
-                if root == col.n_roots:
-                    spec, name = out_axes, "out_axes"
-                elif root < n_args:
-                    spec, name = specs[root], "in_axes"
-                else:
-                    spec, name = 0, "in_axes"
-                axis = resolve(spec, path[1:], value, lambda p=path: call.path_text(p), transform, name)
-                if axis is Carry:
-                    raise TransformError(f"{transform}: nnx.Carry is for scan; in out_axes use an int or None")
-                if axis is SameKeys:
-                    axis = None
-                arrays = jax.tree.leaves(flat2.leaves[k2])  # a Variable may hold a pytree (sow's tuple)
-                ndim = min((jnp.ndim(a) for a in arrays), default=0)
-                if type(axis) is int and not -(ndim + 1) <= axis <= ndim:
-                    shapes = ", ".join(str(tuple(jnp.shape(a))) for a in arrays[:3])
-                    raise AxisError(
-                        f"{transform}: `{call.path_text(path)}` (created inside, shape {shapes}) "
-                        f"gets out axis {axis} from {name}, but a value of rank {ndim} can only be stacked on an axis "
-                        f"from {-(ndim + 1)} to {ndim}. Give it an axis in range, e.g. StateAxes({{...: 0}})."
-                    )
-            if axis not in group_of:
-                raise AxisError(f"{transform}: unexpected axis {axis!r} for `{call.path_text(path)}`")
+                axis = _new_leaf_axis(call, col, flat2, k2, path, specs, out_axes, transform)
             if axis is None and transform == "pmap":
                 # jax.pmap returns device 0's value for out_axes None without checking the others,
-                # so broadcast writes come out per device and are compared below.
+                # so broadcast writes come out per device and are compared outside.
                 verify.append(k2)
                 axis = 0
             groups[group_of[axis]].append(k2)
-        static["col"], static["groups"], static["verify"] = col, groups, verify
-        return tuple([flat2.leaves[k2] for k2 in g] for g in groups)
+        context.store.put((col, groups, verify))
+        return Facts((col, groups, verify)), tuple([flat2.leaves[k2] for k2 in g] for g in groups)
 
-    try:
-        results = mapper(inner, mapped_axes, tuple(group_axes), size)([call.leaves[k] for k in mapped])
-    except ValueError as e:
-        col = static.get("col")
-        if col is None or "out_axes" not in str(e):
-            raise
-        written = static["groups"][group_of[None]]
-        if not written:
-            raise
-        _per_lane_error(call, col, transform, written, e)
+    return inner
 
-    col, groups = static["col"], static["groups"]
-    full: list = [None] * col.graphdef.num_leaves
-    for k2, i in enumerate(col.input_leaf):
-        if i >= 0 and not col.changed[k2]:
-            full[k2] = call.leaves[i]
-    for g, values in zip(groups, results):
-        for k2, v in zip(g, values):
-            full[k2] = v
-    differ = [k2 for k2 in static["verify"] if not bool(jnp.all(full[k2] == full[k2][0]))]
-    if differ:
-        _per_lane_error(call, col, transform, differ, None)
-    for k2 in static["verify"]:
-        full[k2] = full[k2][0]
-    return call.write_back(col, full)
+
+def _new_leaf_axis(call: Call, col: Any, flat2: Any, k2: int, path: tuple, specs: tuple, out_axes: Any,
+                   transform: str) -> Any:
+    """The out axis of state created inside (or of the output): from out_axes, or from the
+    in_axes of the argument whose module it was added to."""
+    slot = flat2.slots[k2]
+    value = slot if slot is not None else flat2.leaves[k2]
+    root = path[0]
+    if root == col.n_roots:
+        spec, name = out_axes, "out_axes"
+    elif root < call.n_args:
+        spec, name = specs[root], "in_axes"
+    else:
+        spec, name = 0, "in_axes"
+    axis = resolve(spec, path[1:], value, lambda: call.path_text(path), transform, name)
+    if axis is Carry:
+        raise TransformError(f"{transform}: nnx.Carry is for scan; in out_axes use an int or None")
+    if axis is SameKeys:
+        axis = None
+    arrays = jax.tree.leaves(flat2.leaves[k2])  # a Variable may hold a pytree (sow's tuple)
+    ndim = min((jnp.ndim(a) for a in arrays), default=0)
+    if type(axis) is int and not -(ndim + 1) <= axis <= ndim:
+        shapes = ", ".join(str(tuple(jnp.shape(a))) for a in arrays[:3])
+        raise AxisError(
+            f"{transform}: `{call.path_text(path)}` (created inside, shape {shapes}) "
+            f"gets out axis {axis} from {name}, but a value of rank {ndim} can only be stacked on an axis "
+            f"from {-(ndim + 1)} to {ndim}. Give it an axis in range, e.g. {name}=0 or StateAxes({{...: 0}})."
+        )
+    return axis
 
 
 def _per_lane_error(call: Call, col: Any, transform: str, written: list[int], cause: Exception | None) -> None:
