@@ -414,6 +414,7 @@ def make_custom(kernel_grad: float, x_grad: float):
         return f(m, x), (m.kernel.value, x)
 
     def bwd(res, g):
+        _, g = g  # (input_updates_g, out_g), as in the reference
         kernel, x = res
         return nnx.State({"kernel": jnp.full_like(kernel, kernel_grad) * g}), jnp.full_like(x, x_grad) * g
 
@@ -446,7 +447,7 @@ def _writes_in_primal():
         m.n.value = m.n.value + 1
         return (m.w.value * x).sum()
 
-    f.defvjp(lambda m, x: (f(m, x), None), lambda res, g: (None, g * jnp.ones(2)))
+    f.defvjp(lambda m, x: (f(m, x), None), lambda res, g: (None, g[1] * jnp.ones(2)))
     return f
 
 
@@ -459,27 +460,39 @@ def _writes_in_fwd():
         m.n.value = m.n.value + 1
         return f(m, x), None
 
-    f.defvjp(fwd, lambda res, g: (None, g * jnp.ones(2)))
+    f.defvjp(fwd, lambda res, g: (None, g[1] * jnp.ones(2)))
     return f
 
 
 @pytest.mark.parametrize("make, under_grad", [
     (_writes_in_primal, False), (_writes_in_primal, True), (_writes_in_fwd, True),  # fwd runs only under grad
 ], ids=["primal", "primal-under-grad", "fwd-under-grad"])
-def test_custom_vjp_refuses_writes(make, under_grad):
+def test_custom_vjp_writes_are_written_back(make, under_grad):
     m = WithCount()
     f = make()
     if under_grad:
-        call = lambda: nnx.grad(lambda m, x: f(m, x))(m, jnp.ones(2))  # noqa: E731
+        grads = nnx.grad(lambda m, x: f(m, x))(m, jnp.ones(2))
+        assert grads is not None
     else:
-        call = lambda: f(m, jnp.ones(2))  # noqa: E731
-    raises(nnx.StateError, call, "custom_vjp", "must not write state")
-    assert float(m.n.value) == 0.0 and is_concrete(m.n.value)
+        f(m, jnp.ones(2))
+    assert float(m.n.value) == 1.0 and is_concrete(m.n.value)
 
 
-def test_custom_vjp_write_error_names_the_variable():
+def test_custom_vjp_bwd_gets_the_cotangents_of_updated_state():
+    seen = {}
     m = WithCount()
-    raises(nnx.StateError, lambda: _writes_in_primal()(m, jnp.ones(2)), "m.n", "BatchStat")
+
+    def bwd(res, g):
+        input_updates_g, out_g = g
+        seen["updates"] = input_updates_g
+        return None, out_g * jnp.ones(2)
+
+    f = _writes_in_primal()
+    f.defvjp(lambda m, x: (f(m, x), None), bwd)
+    nnx.grad(lambda x: f(m, x))(jnp.ones(2))
+    (m_updates, x_updates) = seen["updates"]
+    assert isinstance(m_updates, nnx.State) and x_updates is None
+    assert sorted(m_updates) == ["n", "w"]
 
 
 def test_custom_vjp_nondiff_argnums():
@@ -494,6 +507,7 @@ def test_custom_vjp_nondiff_argnums():
         return f(power, m, x), (m.kernel.value, x)
 
     def bwd(power, res, g):
+        _, g = g
         seen.append(power)
         kernel, x = res
         return nnx.State({"kernel": jnp.full_like(kernel, float(power)) * g}), jnp.zeros_like(x)
@@ -760,6 +774,7 @@ def test_custom_vjp_keyword_decorator_form_and_float_arguments():
         return f(x, n), None
 
     def bwd(n, res, g):
+        _, g = g
         return (g * n * 100,)
 
     f.defvjp(fwd, bwd)

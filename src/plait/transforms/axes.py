@@ -77,6 +77,13 @@ class StateAxes:
     """
 
     def __init__(self, filter_axes: Any) -> None:
+        if type(filter_axes).__name__ == "State":
+            raise TransformError(
+                "StateAxes takes {filter: axis} (e.g. StateAxes({nnx.Param: 0, ...: None})), not a State: a State maps "
+                "paths to Variables, and its keys would be read as filters (a string filter selects an RNG stream tag).\n"
+                "To give Variables at certain paths an axis, filter by path: "
+                "StateAxes({nnx.PathContains('kernel'): 0, ...: None})"
+            )
         items = list(filter_axes.items() if hasattr(filter_axes, "items") else filter_axes)
         if not items:
             raise TransformError("StateAxes needs at least one {filter: axis} entry, e.g. StateAxes({...: 0})")
@@ -172,14 +179,18 @@ def resolve(spec: Any, path: tuple, value: Any, describe_leaf: Any, transform: s
             return axis
         if isinstance(spec, (tuple, list, dict)):
             if not rest:
-                raise AxisError(f"{transform}: {in_or_out}={spec!r} is deeper than the value it describes: {describe_leaf()}")
+                raise AxisError(
+                    f"{transform}: {in_or_out}={spec!r} is deeper than the value it describes: {describe_leaf()}.\n"
+                    f"Give that value one spec instead of a {type(spec).__name__}, e.g. 0 or None."
+                )
             key = rest[0]
             try:
-                spec = spec[key]
+                spec = getattr(spec, key) if isinstance(key, str) and hasattr(spec, "_fields") else spec[key]
             except (IndexError, KeyError, TypeError):
                 raise AxisError(
                     f"{transform}: {in_or_out} has no entry for {key!r} on the way to {describe_leaf()}; "
-                    f"the spec there is {spec!r}"
+                    f"the spec there is {spec!r}.\nGive every entry of the value a spec, or one spec (0 or None) "
+                    "for the whole value."
                 ) from None
             module_path += (key,)
             rest = rest[1:]

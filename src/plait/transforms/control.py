@@ -17,7 +17,7 @@ from typing import Any
 import jax
 
 from ..errors import StateError, TransformError
-from ..graph import flatten, unflatten
+from ..graph import first_difference, flatten, unflatten
 from .lift import Call, arg_names, check_callable
 
 __all__ = ["cond", "switch", "while_loop", "fori_loop"]
@@ -105,10 +105,12 @@ def _loop_value(call: Call, transform: str) -> Any:
     def step(leaves: list, fun: Callable, prefix: tuple) -> list:
         roots, _ = unflatten(call.graphdef, list(leaves))
         out = fun(*prefix, roots[0])
-        flat2, leaves2 = flatten((out,))
+        flat2, leaves2 = flatten((out,), scalars=True)
         if flat2.graphdef != call.graphdef:
+            where = first_difference(call.graphdef.roots[0], call.graphdef, flat2.graphdef.roots[0], flat2.graphdef,
+                                     call.path_text((0,)))
             raise TransformError(
-                f"{transform}: the loop body returned a value of a different structure than it was given. "
+                f"{transform}: the loop body returned a value of a different structure than it was given: {where}.\n"
                 "Return the same structure (same modules, Variables, and containers) every iteration."
             )
         for k, (a, b) in enumerate(zip(leaves, leaves2)):
@@ -138,14 +140,14 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     """
     check_callable(cond_fun, "while_loop")
     check_callable(body_fun, "while_loop")
-    call = Call(body_fun, "while_loop", (init_val,), {})
+    call = Call(body_fun, "while_loop", (init_val,), {}, scalars=True)
     step = _loop_value(call, "while_loop")
 
     def cond_leaves(leaves: list) -> Any:
         roots, _ = unflatten(call.graphdef, list(leaves))
-        before = flatten(roots)[1]
+        before = flatten(roots, scalars=True)[1]
         result = cond_fun(roots[0])
-        after = flatten(roots)[1]
+        after = flatten(roots, scalars=True)[1]
         if any(a is not b for a, b in zip(before, after)):
             raise StateError("while_loop: cond_fun wrote state; the condition must only read it")
         return result
@@ -167,7 +169,7 @@ def fori_loop(lower: int, upper: int, body_fun: Callable, init_val: Any, *, unro
         6.0
     """
     check_callable(body_fun, "fori_loop")
-    call = Call(body_fun, "fori_loop", (init_val,), {}, names=arg_names(body_fun)[1:])
+    call = Call(body_fun, "fori_loop", (init_val,), {}, names=arg_names(body_fun)[1:], scalars=True)
     step = _loop_value(call, "fori_loop")
     kwargs = {} if unroll is None else {"unroll": unroll}
     final = jax.lax.fori_loop(lower, upper, lambda i, leaves: step(leaves, body_fun, (i,)), call.leaves, **kwargs)

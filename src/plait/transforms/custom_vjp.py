@@ -1,10 +1,16 @@
 """``custom_vjp``: a function of modules with a hand-written backward pass.
 
-``fwd(*args) -> (output, residuals)`` and ``bwd(*nondiff_args, residuals, g) -> cotangents``
-as in JAX, where a module argument's cotangent is a :class:`~plait.State` with the paths of
-the Variables it differentiates (``nnx.state(module, nnx.Param)`` shaped); missing paths
-and non-float state count as zero. The function must not write state (it would have no
-backward rule); that is refused with an error.
+As in the reference, ``fwd(*args) -> (output, residuals)`` and
+``bwd(*nondiff_args, residuals, g) -> cotangents`` where ``g = (input_updates_g, out_g)``:
+``out_g`` is the output's cotangent and ``input_updates_g`` has one entry per differentiable
+argument, a :class:`~plait.State` of the cotangents of its updated state for an argument that
+holds modules, ``None`` for plain data. A module argument's cotangent is a State with the
+paths of the Variables it differentiates (``nnx.state(module, nnx.Param)`` shaped); missing
+paths and non-float state count as zero.
+
+State the function (or ``fwd``) writes is written back: the updated state leaves the JAX
+``custom_vjp`` as extra outputs. Residuals may hold modules: they are flattened like every
+value that crosses a transform and rebuilt for ``bwd``.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ from typing import Any
 
 import jax
 
-from ..errors import StateError, TransformError
+from ..errors import TransformError
 from ..graph import flatten, is_graph_node, unflatten
 from ..state import State
 from ..variables import Variable
-from .lift import Call, check_callable
+from .lift import Call, Store, check_callable
 
 __all__ = ["custom_vjp"]
 
@@ -29,19 +35,22 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp
 
     Example:
         >>> import jax, jax.numpy as jnp, plait as nnx
+        >>> class Foo(nnx.Module):
+        ...     def __init__(self, x, y):
+        ...         self.x, self.y = nnx.Param(x), nnx.Param(y)
         >>> @nnx.custom_vjp
-        ... def scale(m, x):
-        ...     return m.kernel.value.sum() * x
-        >>> def fwd(m, x):
-        ...     return scale(m, x), (m.kernel.value, x)
-        >>> def bwd(res, g):
-        ...     kernel, x = res
-        ...     return nnx.State({"kernel": jnp.full_like(kernel, (g * x).sum() * 10)}), g * kernel.sum()
-        >>> scale.defvjp(fwd, bwd)
-        >>> model = nnx.Linear(2, 2, use_bias=False, rngs=nnx.Rngs(0))
-        >>> grads = nnx.grad(lambda m: scale(m, jnp.ones(())))(model)
-        >>> grads.kernel.value.tolist()
-        [[10.0, 10.0], [10.0, 10.0]]
+        ... def f(m):
+        ...     return jnp.sin(m.x.value) * m.y.value
+        >>> def f_fwd(m):
+        ...     return f(m), (jnp.cos(m.x.value), jnp.sin(m.x.value), m)
+        >>> def f_bwd(res, g):
+        ...     input_updates_g, out_g = g
+        ...     cos_x, sin_x, m = res
+        ...     return (nnx.State({"x": cos_x * out_g * m.y.value, "y": sin_x * out_g}),)
+        >>> f.defvjp(f_fwd, f_bwd)
+        >>> grads = nnx.grad(f)(Foo(jnp.array(0.0), jnp.array(2.0)))
+        >>> float(grads.x.value), float(grads.y.value)
+        (2.0, 0.0)
     """
 
     def __new__(cls, fun: Callable | None = None, nondiff_argnums: Sequence[int] = ()) -> Any:
@@ -51,6 +60,13 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp
 
     def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()) -> None:
         check_callable(fun, "custom_vjp")
+        for i in nondiff_argnums:
+            if type(i) is not int:
+                raise TransformError(
+                    f"custom_vjp: nondiff_argnums entries must be ints, got {i!r}. plait differentiates a module "
+                    "argument with respect to all its float state; to leave part of it out, return None (zero) "
+                    "for those paths from bwd."
+                )
         self.fun = fun
         self.nondiff_argnums = tuple(nondiff_argnums)
         self.fwd: Callable | None = None
@@ -65,41 +81,45 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp
             raise TransformError(f"custom_vjp: call {self.fun.__name__}.defvjp(fwd, bwd) before calling it")
         nondiff = {i % len(args): args[i] for i in self.nondiff_argnums}
         diff_pos = [i for i in range(len(args)) if i not in nondiff]
-        call = Call(self.fun, "custom_vjp", tuple(args[i] for i in diff_pos), {})
+        call = Call(self.fun, "custom_vjp", tuple(args[i] for i in diff_pos), {}, bind=False)
         gd = call.graphdef
+        state = [k for k in range(gd.num_leaves) if call.is_state(k)]  # comes out updated
+        facts, residual_def = Store(), Store()
 
-        def rebuild(leaves: list) -> tuple[list, tuple]:
-            roots, _ = unflatten(gd, list(leaves))
-            full = list(args)
-            for i, r in zip(diff_pos, roots):
-                full[i] = r
-            return full, roots
+        def run(leaves: list, fun: Callable, returns_residuals: bool) -> tuple:
+            def target(*diff_args: Any) -> Any:
+                full = list(args)
+                for i, a in zip(diff_pos, diff_args):
+                    full[i] = a
+                return fun(*full)
 
-        def refuse_writes(roots: tuple, leaves: list, where: str) -> None:
-            after = flatten(roots)[1]
-            changed = [k for k, (a, b) in enumerate(zip(after, leaves)) if a is not b]
-            if len(after) != len(leaves) or changed:
-                what = call.describe_leaf(changed[0]) if changed else "the module structure"
-                raise StateError(
-                    f"custom_vjp: {where} wrote {what}; a custom_vjp function must not write state "
-                    "(its writes would have no backward rule). Do the update outside, e.g. in the caller."
+            result, col, flat2 = call.run(list(leaves), target=target,
+                                          select=(lambda r: r[0]) if returns_residuals else None)
+            if not col.same:
+                raise TransformError(
+                    f"custom_vjp: {getattr(fun, '__name__', 'the function')} changed the structure of a module "
+                    "argument (added, removed or replaced an attribute or Variable); only values can change. "
+                    "Create attributes before calling it."
                 )
+            facts.put(col)
+            return result, [flat2.leaves[k] for k in state]
 
         @jax.custom_vjp
         def primal(leaves: list) -> Any:
-            full, roots = rebuild(leaves)
-            out = self.fun(*full)
-            refuse_writes(roots, leaves, self.fun.__name__)
-            return out
+            out, updates = run(leaves, self.fun, False)
+            return out, updates
 
         def fwd(leaves: list) -> tuple:
-            full, roots = rebuild(leaves)
-            out, residuals = self.fwd(*full)
-            refuse_writes(roots, leaves, "fwd")
-            return out, residuals
+            (out, residuals), updates = run(leaves, self.fwd, True)
+            res_flat, res_leaves = flatten((residuals,))
+            residual_def.put(res_flat.graphdef)
+            return (out, updates), res_leaves
 
-        def bwd(residuals: Any, g: Any) -> tuple:
-            cotangents = self.bwd(*[nondiff[i] for i in sorted(nondiff)], residuals, g)
+        def bwd(res_leaves: list, g: tuple) -> tuple:
+            out_g, updates_g = g
+            (residuals,), _ = unflatten(residual_def.get(), list(res_leaves))
+            input_updates_g = _updates_by_argument(call, state, updates_g)
+            cotangents = self.bwd(*[nondiff[i] for i in sorted(nondiff)], residuals, (input_updates_g, out_g))
             if not isinstance(cotangents, tuple) or len(cotangents) != len(diff_pos):
                 raise TransformError(
                     f"custom_vjp: bwd must return a tuple with one cotangent per differentiable argument "
@@ -111,7 +131,20 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp
             return (per_leaf,)
 
         primal.defvjp(fwd, bwd)
-        return primal(call.leaves)
+        out, updates = primal(call.leaves)
+        call.finish(facts.get(), state, updates)
+        return out
+
+
+def _updates_by_argument(call: Call, state: list[int], updates_g: list) -> tuple:
+    """``input_updates_g``: per argument, a State of its updated state's cotangents, or None
+    for an argument without state."""
+    gd = call.graphdef
+    by_root: list[list] = [[] for _ in range(call.n_args)]
+    for k, g in zip(state, updates_g):
+        slot = call.flat.slots[k]
+        by_root[gd.leaf_paths[k][0]].append((gd.leaf_paths[k][1:], slot.replace(g) if slot is not None else g))
+    return tuple(State.from_flat_state(entries) if entries else None for entries in by_root)
 
 
 def _fill(call: Call, root: int, cotangent: Any, per_leaf: list) -> None:

@@ -109,7 +109,7 @@ def _default_diff(is_variable: bool, owned: bool, value: Any) -> bool:
 def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_value):
     transform = "value_and_grad" if with_value else "grad"
     call = Call(f, transform, args, kwargs)
-    specs = _diff_specs(argnums, args, transform)
+    specs = _diff_specs(argnums, call.args, transform)
     diff_of = _choose(call, specs)
     diff = [k for chosen in diff_of for k in chosen]
     if not allow_int:
@@ -277,14 +277,28 @@ def _tangent_leaves(call: Call, argnum: int, chosen: list[int], tangent: Any) ->
 
 
 def _arg_grads(call: Call, argnum: int, chosen: list[int], grad_of: dict) -> Any:
-    """Gradients for one argument: a State for a module, the same pytree for plain data."""
+    """Gradients for one argument: a State for a module, the same pytree for plain data, and
+    for a container holding modules the container with a State in place of each module."""
     gd = call.graphdef
-    if is_graph_node(call.args[argnum]) or any(gd.leaf_nodes[k] >= 0 for k in chosen):
-        entries = []
-        for k in chosen:
-            slot = call.flat.slots[k]
-            g = grad_of[k]
-            entries.append((gd.leaf_paths[k][1:], slot.replace(g) if slot is not None else g))
-        return State.from_flat_state(entries)
+    if is_graph_node(call.args[argnum]):
+        return _state_of(call, chosen, grad_of, (argnum,))
     leaves = [grad_of.get(k) for k in range(gd.num_leaves)]
-    return _Builder([], leaves).build(gd.roots[argnum])
+    objs: list = []
+    for i, nd in enumerate(gd.nodes):
+        if nd[0] == 0:  # a Variable held by the container itself: its gradient, as that Variable (or None)
+            objs.append(call.flat.slots[nd[3]].replace(grad_of[nd[3]]) if nd[3] in grad_of else None)
+        else:
+            objs.append(_state_of(call, chosen, grad_of, call.flat.node_paths[i]))
+    return _Builder(objs, leaves).build(gd.roots[argnum])
+
+
+def _state_of(call: Call, chosen: list[int], grad_of: dict, prefix: tuple) -> State:
+    """The gradients of the chosen leaves under ``prefix``, as a State with paths below it."""
+    gd, n = call.graphdef, len(prefix)
+    entries = []
+    for k in chosen:
+        path = gd.leaf_paths[k]
+        if path[:n] == prefix:
+            slot = call.flat.slots[k]
+            entries.append((path[n:], slot.replace(grad_of[k]) if slot is not None else grad_of[k]))
+    return State.from_flat_state(entries)

@@ -26,17 +26,16 @@ from .. import object as _object
 from ..errors import TransformError
 from ..graph import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node, unflatten
 from .axes import resolve
-from .lift import Collected, check_callable, collect, path_text, write_back
+from .lift import Collected, bind_arguments, check_callable, collect, path_text, write_back
 
 __all__ = ["jit", "JitWrapped"]
 
 _MISSING = object()
 _UNSET = object()
+# Argument types the fast path accepts with one set lookup. The concrete jax.Array type is
+# added when the first one is seen (creating an array at import would start JAX's backend,
+# after which the device count can no longer be set).
 _PLAIN_FAST = {type(np.zeros(())), np.ndarray, int, float, bool, complex, type(None)}
-try:  # the concrete jax.Array type, so the fast path can check arguments with one set lookup
-    _PLAIN_FAST.add(type(jax.numpy.zeros(())))
-except Exception:  # pragma: no cover - no backend
-    pass
 
 
 class _Info:
@@ -165,6 +164,10 @@ class JitWrapped:
         return flat, entry, simple
 
     def _slow(self, args: tuple, kwargs: dict) -> Any:
+        args, kwargs = bind_arguments(self.fun, args, kwargs)
+        for a in args:
+            if type(a) not in _PLAIN_FAST and isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
+                _PLAIN_FAST.add(type(a))
         flat, entry, simple = self._prepare(args, kwargs)
         if simple and flat.cacheable and not kwargs:
             self._last = _Last(_object.STRUCTURE_EPOCH, len(args), tuple((i, args[i]) for i in entry.node_pos),
