@@ -12,6 +12,7 @@ import optax
 from harness import Runner
 
 import plait as nnx
+from plait.encoding import flatten
 
 NAME = "plait"
 
@@ -23,7 +24,7 @@ M = models_nnx.build(
 
 
 def n_variables(*nodes) -> int:
-    flat, _ = nnx.flatten(tuple(nodes))
+    flat, _ = flatten(tuple(nodes))
     return sum(slot is not None for slot in flat.slots)
 
 

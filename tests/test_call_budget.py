@@ -17,6 +17,7 @@ import optax
 import pytest
 
 import plait as nnx
+from plait.encoding import flatten
 
 BUDGET = 30  # calls per step, whatever the depth
 
@@ -48,7 +49,7 @@ def profiled_calls(fn) -> int:
 
 
 def count_variables(*nodes) -> int:
-    flat, _ = nnx.flatten(nodes)
+    flat, _ = flatten(nodes)
     return sum(slot is not None for slot in flat.slots)
 
 

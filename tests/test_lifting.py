@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import raises
 
 import plait as nnx
+from helpers import raises
 
 
 def linear(seed=0):

@@ -10,6 +10,7 @@ Example:
 """
 
 from . import filters, initializers, nn, transforms
+from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .errors import (
     AxisError,
     FilterError,
@@ -22,19 +23,7 @@ from .errors import (
     TransformError,
 )
 from .filters import All, Any, Not, PathContains
-from .graph import (
-    GraphDef,
-    clone,
-    flatten,
-    graphdef,
-    iter_graph,
-    merge,
-    pop,
-    split,
-    state,
-    unflatten,
-    update,
-)
+from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
 from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
@@ -46,13 +35,28 @@ from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount
 
 __version__ = "0.1.0"
 
+
+def _hide_own_frames() -> None:
+    """Leave plait's frames out of the tracebacks JAX filters, as JAX and Equinox do with
+    theirs, so an error points at the user's line."""
+    import os
+
+    try:
+        from jax._src import traceback_util
+    except ImportError:  # pragma: no cover - JAX moved it
+        return
+    traceback_util.register_exclusion(os.path.dirname(__file__))
+
+
+_hide_own_frames()
+
 __all__ = [
     "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "FilterError",
     "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
-    "flatten", "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",
-    "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "unflatten", "update",
+    "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",
+    "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "update",
 
     *nn.__all__,
     *transforms.__all__,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .graph import ARRAY_TYPES
+from . import object as _object
+from .encoding import ARRAY_TYPES
 from .object import Dict, List, Object
 from .variables import Variable
 
@@ -55,3 +56,6 @@ def _repr(value: Any, indent: str, seen: dict[int, str], path: str) -> str:
 
 def _interesting(value: Any) -> bool:
     return isinstance(value, (Object, Variable, *ARRAY_TYPES, list, tuple, dict))
+
+
+_object.repr_hook = graph_repr  # every Object's repr is the graph view

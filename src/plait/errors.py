@@ -55,21 +55,3 @@ class StateError(PlaitError, ValueError):
 
 class TransformError(PlaitError, TypeError):
     """A transform was called with arguments it does not accept."""
-
-
-def describe(path: str, value: object) -> str:
-    """``path (Type, shape (..))``: how errors name a variable or array."""
-    from .variables import Variable
-
-    if isinstance(value, Variable):
-        kind = type(value).__name__
-        raw = value._value
-        tag = value._meta.get("tag")
-        extra = f", stream {tag!r}" if tag is not None else ""
-    else:
-        kind = type(value).__name__
-        raw = value
-        extra = ""
-    shape = getattr(raw, "shape", None)
-    shape_text = f", shape {tuple(shape)}" if shape is not None else ""
-    return f"`{path}` ({kind}{shape_text}{extra})"

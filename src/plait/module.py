@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import StateError, describe
+from .errors import StateError
 from .graph import iter_graph
 from .object import Object
-from .variables import Variable
+from .variables import Variable, describe
 
 __all__ = ["Module", "iter_modules"]
 

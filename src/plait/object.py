@@ -97,6 +97,15 @@ def _owner_step(target: Any, referrers: list) -> tuple[Any, str] | None:
     return None
 
 
+def _plain_repr(obj: Any) -> str:
+    return object.__repr__(obj)
+
+
+#: How an Object shows itself. :mod:`plait.display` installs the graph view when it is
+#: imported (it imports this module, so this module cannot import it).
+repr_hook: Any = _plain_repr
+
+
 def structure_changed() -> None:
     """Invalidate every cached graph flattening (called on structural mutation)."""
     global STRUCTURE_EPOCH
@@ -164,9 +173,7 @@ class Object:
         object.__delattr__(self, name)
 
     def __repr__(self) -> str:
-        from .display import graph_repr
-
-        return graph_repr(self)
+        return repr_hook(self)
 
 
 def _refuse_as_pytree(cls: type) -> None:

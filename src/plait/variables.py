@@ -214,6 +214,22 @@ class Variable:
         return self._value != _unwrap(other)
 
 
+def describe(path: str, value: object) -> str:
+    """``path (Type, shape (..))``: how errors name a Variable or an array."""
+    if isinstance(value, Variable):
+        kind = type(value).__name__
+        raw = value._value
+        tag = value._meta.get("tag")
+        extra = f", stream {tag!r}" if tag is not None else ""
+    else:
+        kind = type(value).__name__
+        raw = value
+        extra = ""
+    shape = getattr(raw, "shape", None)
+    shape_text = f", shape {tuple(shape)}" if shape is not None else ""
+    return f"`{path}` ({kind}{shape_text}{extra})"
+
+
 def _unwrap(x: Any) -> Any:
     return x._value if isinstance(x, Variable) else x
 

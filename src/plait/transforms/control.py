@@ -16,9 +16,10 @@ from typing import Any
 
 import jax
 
+from ..encoding import flatten, unflatten
 from ..errors import StateError, TransformError
-from ..graph import first_difference, flatten, unflatten
 from .lift import Call, arg_names, check_callable
+from .refs import first_difference
 
 __all__ = ["cond", "switch", "while_loop", "fori_loop"]
 

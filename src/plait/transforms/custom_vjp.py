@@ -21,8 +21,8 @@ from typing import Any
 
 import jax
 
+from ..encoding import flatten, is_graph_node, unflatten
 from ..errors import TransformError
-from ..graph import flatten, is_graph_node, unflatten
 from ..state import State
 from ..variables import Variable
 from .lift import Call, Store, check_callable

@@ -8,7 +8,8 @@ from typing import Any
 
 import jax
 
-from ..graph import GraphDef, merge, split, unflatten
+from ..encoding import GraphDef, unflatten
+from ..graph import merge, split
 from .lift import Call, check_callable
 
 __all__ = ["eval_shape", "call", "cached_partial"]

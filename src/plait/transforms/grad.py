@@ -15,9 +15,9 @@ from typing import Any
 
 import jax
 
+from ..encoding import VAR, _Builder, flatten, is_graph_node
 from ..errors import TransformError
 from ..filters import to_predicate
-from ..graph import _Builder, flatten, is_graph_node
 from ..state import State
 from ..variables import Param, Variable
 from .axes import DiffState
@@ -285,8 +285,8 @@ def _arg_grads(call: Call, argnum: int, chosen: list[int], grad_of: dict) -> Any
     leaves = [grad_of.get(k) for k in range(gd.num_leaves)]
     objs: list = []
     for i, nd in enumerate(gd.nodes):
-        if nd[0] == 0:  # a Variable held by the container itself: its gradient, as that Variable (or None)
-            objs.append(call.flat.slots[nd[3]].replace(grad_of[nd[3]]) if nd[3] in grad_of else None)
+        if nd.kind == VAR:  # a Variable held by the container itself: its gradient, as that Variable (or None)
+            objs.append(call.flat.slots[nd.leaf].replace(grad_of[nd.leaf]) if nd.leaf in grad_of else None)
         else:
             objs.append(_state_of(call, chosen, grad_of, call.flat.node_paths[i]))
     return _Builder(objs, leaves).build(gd.roots[argnum])

@@ -23,8 +23,8 @@ import jax
 import numpy as np
 
 from .. import object as _object
+from ..encoding import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node, unflatten
 from ..errors import TransformError
-from ..graph import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node, unflatten
 from .axes import resolve
 from .lift import Collected, bind_arguments, check_callable, collect, path_text, write_back
 

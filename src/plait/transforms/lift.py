@@ -25,8 +25,9 @@ from typing import Any
 import jax
 
 from .. import object as _object
-from ..errors import AxisError, TransformError, describe
-from ..graph import Flat, GraphDef, flatten, unflatten
+from ..encoding import ARRAY_TYPES, Flat, GraphDef, flatten, is_graph_node, unflatten
+from ..errors import AxisError, TransformError
+from ..variables import describe
 from .axes import resolve
 from .messages import rank_error
 
@@ -74,7 +75,7 @@ def collect(graphdef: GraphDef, objs: list, leaves: list, roots: tuple, out: Any
         if same and k < n_in:
             input_leaf.append(k)
         elif node >= 0 and origin[node] >= 0:
-            input_leaf.append(graphdef.nodes[origin[node]][3])
+            input_leaf.append(graphdef.nodes[origin[node]].leaf)
         else:
             input_leaf.append(-1)
     changed = tuple(i < 0 or leaves2[k] is not leaves[i] for k, i in enumerate(input_leaf))
@@ -276,8 +277,6 @@ def eager() -> bool:
 def closes_over_state(fun: Callable) -> bool:
     """``fun`` (or a function it wraps) holds arrays or graph objects in its closure or
     defaults: a compiled, cached version would keep their first values."""
-    from ..graph import ARRAY_TYPES, is_graph_node
-
     seen = 0
     while fun is not None and seen < 8:
         seen += 1

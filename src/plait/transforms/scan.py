@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 
 from ..errors import StateError, TransformError
-from ..graph import check_prefix, ref_leaves, ref_shape, ref_text
 from ..variables import RngState
 from .axes import Carry, SameKeys, resolve
 from .lift import Call, Facts, Store, check_callable, closes_over_state, eager, mapped_size, reject_removed_kwargs
 from .messages import broadcast_draw_error
+from .refs import check_prefix, ref_leaves, ref_shape, ref_text
 from .vmap import arg_specs
 
 __all__ = ["scan"]

@@ -18,8 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ..encoding import flatten, is_graph_node
 from ..errors import AxisError, StateError, TransformError
-from ..graph import check_prefix, flatten, is_graph_node
 from ..variables import RngState
 from .axes import Carry, SameKeys, StateAxes, resolve
 from .lift import (
@@ -34,6 +34,7 @@ from .lift import (
     reject_removed_kwargs,
 )
 from .messages import broadcast_draw_error
+from .refs import check_prefix
 
 __all__ = ["vmap", "pmap"]
 
