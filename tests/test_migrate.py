@@ -273,6 +273,27 @@ def test_multiline_partial_keeps_its_comments():
     assert migrate(BLOCK + textwrap.dedent(old)) == BLOCK + textwrap.dedent(new)
 
 
+def test_pmap_and_a_method_of_a_module_class():
+    old = '''
+    class Net(nnx.Module):
+        @partial(nnx.pmap, in_axes=(0, None), axis_size=1, state_axes={nnx.Param: 0})
+        def apply(self, x: jax.Array) -> jax.Array:
+            return x
+    '''
+    new = '''
+    class Net(nnx.Module):
+        @nnx.split_rngs(splits=1)
+        @nnx.pmap(in_axes=(nnx.StateAxes({nnx.RngState: 0, nnx.Param: 0, ...: None}), None), axis_size=1)
+        def apply(self, x: jax.Array) -> jax.Array:
+            return x
+    '''
+    assert migrate(old) == textwrap.dedent(new)
+
+
+def test_partial_value_of_a_non_splitting_transform():
+    assert migrate("j = partial(nnx.jit, static_argnums=0)\n") == "j = nnx.jit(static_argnums=0)\n"
+
+
 def test_imports_flag():
     old = "from flax import nnx\nfrom flax import nnx as fnnx, linen\nimport flax.nnx as nn2\nfrom flax.nnx import Linear\n"
     new = "import plait as nnx\nfrom flax import linen\nimport plait as fnnx\nimport plait as nn2\nfrom plait import Linear\n"
@@ -311,6 +332,18 @@ REFUSALS = {
     "no function to decorate": (
         "vm = nnx.vmap(axis_size=3, split_rngs=...)\n",
         "there is no place for the split_rngs decorator",
+    ),
+    "partial(nnx.vmap) not applied to a function": (
+        "vm = partial(nnx.vmap, axis_size=3)\n",
+        "there is no place for the split_rngs decorator it needs",
+    ),
+    "a lifted module class": (
+        "layers = nnx.Scan.constructor(Block, length=3)(rngs)\n",
+        "nnx.Scan (a lifted module class) was removed",
+    ),
+    "split_rngs on a transform that never took it": (
+        "@nnx.jit(split_rngs=...)\ndef f(x):\n    return x\n",
+        "jit() took split_rngs= in Flax NNX 0.8",
     ),
     "old scan carry_argnum": (
         "@nnx.scan(length=3, carry_argnum=1, split_rngs=...)\ndef f(x, c):\n    return c, x\n",
@@ -367,6 +400,12 @@ def test_cli_exit_code_one_and_report_when_something_is_refused(tmp_path):
     assert p.returncode == 1
     assert f"{f}:1: vmap() split RNG streams" in p.stderr and "convert by hand:" in p.stderr
     assert f.read_text().startswith("# plait.migrate: ")
+
+
+def test_cli_exit_code_two_for_a_file_that_does_not_parse(tmp_path, capsys):
+    (tmp_path / "bad.py").write_text("def f(:\n")
+    assert main([str(tmp_path)]) == 2
+    assert "bad.py: cannot migrate:" in capsys.readouterr().err
 
 
 def test_cli_without_libcst_names_the_extra(tmp_path):

@@ -93,8 +93,8 @@ class Facts:
                 for alias in node.names:
                     name = dotted(alias.name)
                     bound = alias.asname.name.value if alias.asname else None
-                    if name in ("plait", "flax.nnx", "flax.experimental.nnx") and bound:
-                        facts.aliases.add(bound)
+                    if name in ("plait", "flax.nnx", "flax.experimental.nnx"):
+                        facts.aliases.add(bound or name)
                     if name == "functools":
                         facts.partials.add(f"{bound or 'functools'}.partial")
 

@@ -20,6 +20,7 @@ from .report import MARKER, Diagnostic, Refuse
 
 __all__ = ["Migrator", "ImportRewriter", "drop_unused_partial"]
 
+_LIFTED = {"Vmap": "vmap", "Scan": "scan", "Pmap": "pmap", "Jit": "jit", "Grad": "grad", "Remat": "remat"}
 _STATEMENTS = ("SimpleStatementLine", "If", "For", "While", "With", "Try", "FunctionDef", "ClassDef")
 
 
@@ -80,8 +81,8 @@ class Migrator(cst.CSTTransformer):
         t, attr, kwargs, positional, via_partial, ws = site
         try:
             if positional:
-                raise Refuse(f"partial({code(attr)}, ...) with positional arguments is not converted",
-                             f"@{code(attr)}(<keyword arguments>)")
+                raise Refuse(f"{'partial(' if via_partial else ''}{code(attr)}{', ...)' if via_partial else '(...)'} "
+                             "with positional arguments is not converted", f"@{code(attr)}(<keyword arguments>)")
             p = plan(t, _by_name(kwargs), fn, self._alias(attr), implicit=via_partial)
         except Refuse as why:
             d = self._refuse(orig, why)
@@ -129,6 +130,9 @@ class Migrator(cst.CSTTransformer):
             inner = self._site(updated_node.func)
             if inner is not None and inner[4]:  # partial(nnx.T, **kw)(f, ...)
                 return self._partial_call(original_node, updated_node, inner)
+        lifted = self._lifted_module(updated_node)
+        if lifted is not None:
+            return self._mark(original_node, updated_node, lifted)
         site = self._site(updated_node)
         if site is None:
             return updated_node
@@ -177,7 +181,12 @@ class Migrator(cst.CSTTransformer):
             if positional:
                 raise Refuse(f"partial({code(attr)}, ...) with positional arguments is not converted",
                              f"{code(attr)}(<keyword arguments>)")
-            p = plan(t, _by_name(kwargs), None, self._alias(attr), implicit=True)
+            a = self._alias(attr)
+            p = plan(t, _by_name(kwargs), None, a, implicit=True)
+            if p is not None and p.split is not None:
+                raise Refuse(f"partial({code(attr)}, ...) is not applied to a function here, so there is no "
+                             "place for the split_rngs decorator it needs",
+                             f"@{p.split} above @{code(attr)}(<keyword arguments>) where it decorates the function")
         except Refuse as why:
             return self._mark(original, updated, why)
         self.changed_partial = True
@@ -188,6 +197,19 @@ class Migrator(cst.CSTTransformer):
         if self._comments and d.comment not in self._present:
             self._comments[-1].append(d.comment)
         return updated
+
+    def _lifted_module(self, node: cst.Call) -> Refuse | None:
+        """``nnx.Vmap(...)``, ``nnx.Scan.constructor(...)``: the 0.8 lifted module classes, removed."""
+        name = dotted(node.func) or ""
+        if name.endswith(".constructor"):
+            name = name[: -len(".constructor")]
+        head, _, last = name.rpartition(".")
+        if head not in self.facts.aliases or last not in _LIFTED:
+            return None
+        return Refuse(f"{name} (a lifted module class) was removed in Flax NNX 0.9 and plait has none",
+                      f"build a stack with @{head}.split_rngs(splits=N) above @{head}.vmap(axis_size=N) on "
+                      f"`def create(rngs): return Block(rngs)`, then use @{head}.{_LIFTED[last]}(...) on a "
+                      "function that takes the module")
 
     def _alias(self, attr: Any) -> str:
         name = dotted(attr) or "nnx.x"
