@@ -327,7 +327,17 @@ REFUSALS = {
     ),
     "function not visible": (
         "g = nnx.vmap(fns[0], in_axes=(None, 0), axis_size=2, split_rngs='params')\n",
-        "the function is not visible here",
+        "the function's arguments are not visible here",
+    ),
+    "another decorator below may change the signature": (
+        "@partial(nnx.vmap, in_axes=(0, None), axis_size=3, split_rngs='params')\n@cache\n"
+        "def f(m: nnx.Module, x: jax.Array):\n    return x\n",
+        "the function's arguments are not visible here",
+    ),
+    "a name bound twice": (
+        "from lib import g\n\n\ndef g(m: nnx.Module):\n    return m\n\n\n"
+        "h = nnx.vmap(g, axis_size=2, split_rngs='params')\n",
+        "the function's arguments are not visible here",
     ),
     "no function to decorate": (
         "vm = nnx.vmap(axis_size=3, split_rngs=...)\n",

@@ -69,7 +69,8 @@ class Facts:
         self.aliases: set[str] = set()
         self.partials: set[str] = {"partial", "functools.partial"}
         self.module_classes: set[str] = set()
-        self.defs: dict[str, list[Any]] = {}
+        self.defs: dict[str, list[Any]] = {}  # functions (not methods) by name
+        self.rebound: set[str] = set()  # names also bound by an import or an assignment
 
     @classmethod
     def collect(cls, module: Any) -> Facts:
@@ -77,6 +78,19 @@ class Facts:
         class_bases: dict[str, list[str | None]] = {}
 
         class Collector(cst.CSTVisitor):
+            def __init__(self) -> None:
+                super().__init__()
+                self.scopes: list[bool] = []  # per enclosing def/class: is it a class
+
+            def visit_AssignTarget(self, node: Any) -> None:
+                if isinstance(node.target, cst.Name):
+                    facts.rebound.add(node.target.value)
+
+            def visit_ImportAlias(self, node: Any) -> None:
+                bound = node.asname.name if node.asname else node.name
+                if isinstance(bound, cst.Name):
+                    facts.rebound.add(bound.value)
+
             def visit_ImportFrom(self, node: Any) -> None:
                 mod = dotted(node.module) if node.module is not None else ""
                 if isinstance(node.names, cst.ImportStar):
@@ -100,9 +114,18 @@ class Facts:
 
             def visit_ClassDef(self, node: Any) -> None:
                 class_bases[node.name.value] = [dotted(b.value) for b in node.bases]
+                self.scopes.append(True)
+
+            def leave_ClassDef(self, node: Any) -> None:
+                self.scopes.pop()
 
             def visit_FunctionDef(self, node: Any) -> None:
-                facts.defs.setdefault(node.name.value, []).append(node)
+                if not (self.scopes and self.scopes[-1]):  # a method is not what a bare name refers to
+                    facts.defs.setdefault(node.name.value, []).append(node)
+                self.scopes.append(False)
+
+            def leave_FunctionDef(self, node: Any) -> None:
+                self.scopes.pop()
 
         module.visit(Collector())
         if not facts.aliases:
@@ -153,8 +176,8 @@ def function_of(node: Any, facts: Facts, method_of_module: bool = False) -> Func
     """The positional parameters of a def or lambda (or of the one def a Name refers to)."""
     if isinstance(node, cst.Name):
         defs = facts.defs.get(node.value, [])
-        if len(defs) != 1:
-            return None
+        if len(defs) != 1 or node.value in facts.rebound:
+            return None  # which function the name means is not certain
         node = defs[0]
     if not isinstance(node, (cst.FunctionDef, cst.Lambda)):
         return None
@@ -401,7 +424,8 @@ def _place(t: str, fn: Function | None, entries: str | list[str], spec: str, a: 
     """The new in_axes entry per argument: ``spec`` for modules, the old entry for arrays."""
     hint = f"@{a}.{t}(in_axes=...) with {spec} at each module argument's position and the old entry elsewhere"
     if fn is None:
-        raise Refuse(f"{t}(): the function is not visible here, so which arguments are modules is unknown", hint)
+        raise Refuse(f"{t}(): the function's arguments are not visible here (an expression, a name bound more than once, "
+                     "or another decorator below), so which are modules is unknown", hint)
     if fn.variadic is not None:
         raise Refuse(f"{t}(): the function takes *args, keyword-only or **kwargs arguments ({fn.variadic})", hint)
     if entries == "<unseen>" or (isinstance(entries, list) and len(entries) != len(fn.params)):
@@ -435,7 +459,8 @@ def _plan_scan(kw: dict[str, Any], fn: Function | None, a: str, spec: str) -> Pl
             raise Refuse("scan(scan_output=...) must be True or False to be converted", hint)
         out = out if flag == "True" else f"{a}.Carry"
     if fn is None:
-        raise Refuse("scan(): the function is not visible here, so which arguments are modules is unknown", hint)
+        raise Refuse("scan(): the function's arguments are not visible here (an expression, a name bound more than "
+                     "once, or another decorator below), so which are modules is unknown", hint)
     if fn.variadic is not None or not fn.params:
         raise Refuse(f"scan(): the function takes *args, keyword-only or **kwargs arguments ({fn.variadic})", hint)
     if fn.params[0].kind == GRAPH:

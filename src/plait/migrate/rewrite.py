@@ -65,8 +65,12 @@ class Migrator(cst.CSTTransformer):
     def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
         fn = function_of(original_node, self.facts, self._in_module_class(original_node))
         decorators: list[cst.Decorator] = []
-        for orig, dec in zip(original_node.decorators, updated_node.decorators):
-            decorators += self._decorator(orig, dec, fn)
+        pairs = list(zip(original_node.decorators, updated_node.decorators))
+        for i, (orig, dec) in enumerate(pairs):
+            # another decorator below may change the signature the transform sees
+            below = [dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) for d, _ in pairs[i + 1:]]
+            seen = fn if all(b and b.rpartition(".")[0] in self.facts.aliases for b in below) else None
+            decorators += self._decorator(orig, dec, seen)
         return updated_node.with_changes(decorators=decorators)
 
     def _in_module_class(self, node: cst.CSTNode) -> bool:
