@@ -341,7 +341,7 @@ REFUSALS = {
     ),
     "no function to decorate": (
         "vm = nnx.vmap(axis_size=3, split_rngs=...)\n",
-        "there is no place for the split_rngs decorator",
+        "there is no place for a split_rngs decorator",
     ),
     "partial(nnx.vmap) not applied to a function": (
         "vm = partial(nnx.vmap, axis_size=3)\n",
@@ -419,7 +419,8 @@ def test_cli_exit_code_two_for_a_file_that_does_not_parse(tmp_path, capsys):
 
 
 def test_cli_without_libcst_names_the_extra(tmp_path):
-    script = "import sys; sys.modules['libcst'] = None; import plait.migrate as m; sys.exit(m.main(sys.argv[1:]))"
+    script = ("import runpy, sys; sys.modules['libcst'] = None; sys.argv = ['plait.migrate', *sys.argv[1:]]; "
+              "runpy.run_module('plait.migrate', run_name='__main__')")
     env = {**os.environ, "PYTHONPATH": SRC}
     p = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env)
     assert p.returncode == 2 and 'pip install "plait[migrate]"' in p.stderr

@@ -86,6 +86,9 @@ class Facts:
                 if isinstance(node.target, cst.Name):
                     facts.rebound.add(node.target.value)
 
+            def visit_Param(self, node: Any) -> None:
+                facts.rebound.add(node.name.value)  # a parameter shadows a def of the same name
+
             def visit_ImportAlias(self, node: Any) -> None:
                 bound = node.asname.name if node.asname else node.name
                 if isinstance(bound, cst.Name):

@@ -163,8 +163,8 @@ class Migrator(cst.CSTTransformer):
         a = self._alias(attr)
         try:
             if fn_node is None:
-                raise Refuse(f"{t}() is called with these keywords but without the function, so there is no "
-                             "place for the split_rngs decorator",
+                raise Refuse(f"{t}() is called with the old keywords but without the function, so there is no "
+                             "place for a split_rngs decorator and no arguments to put StateAxes at",
                              f"@{a}.split_rngs(splits=N) above @{a}.{t}(...) where it decorates the function")
             p = plan(t, _by_name(kwargs), function_of(fn_node, self.facts), a, implicit=via_partial)
         except Refuse as why:
