@@ -413,7 +413,7 @@ def test_cli_exit_code_one_and_report_when_something_is_refused(tmp_path):
 
 
 def test_cli_exit_code_two_for_a_file_that_does_not_parse(tmp_path, capsys):
-    (tmp_path / "bad.py").write_text("def f(:\n")
+    (tmp_path / "bad.py").write_text("f = partial(nnx.vmap, axis_size=3\n")
     assert main([str(tmp_path)]) == 2
     assert "bad.py: cannot migrate:" in capsys.readouterr().err
 
