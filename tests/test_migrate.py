@@ -365,7 +365,15 @@ REFUSALS = {
     ),
     "state_axes and a function that may build modules": (
         "@partial(nnx.vmap, axis_size=3, state_axes={nnx.Param: 0})\ndef f(rngs: nnx.Rngs):\n    return Block(rngs)\n",
-        "also gave the axes of state created inside the function",
+        "gave state created inside the function the axes of state_axes",
+    ),
+    "out_axes other than 0 and a function that may build modules": (
+        "@partial(nnx.vmap, axis_size=3, out_axes=1)\ndef f(rngs: nnx.Rngs):\n    return Block(rngs)\n",
+        "vmap(out_axes=1): the old vmap gave state created inside",
+    ),
+    "old pmap with a positional axis name": (
+        "g = nnx.pmap(f, 'i', axis_size=1, split_rngs=...)\n",
+        "positional arguments after the function",
     ),
 }
 

@@ -326,15 +326,18 @@ def _state_spec(splits: _Splits, state_axes: list[tuple[str, str]] | None, a: st
     return f"{a}.StateAxes({{{inner}}})"
 
 
-def _check_new_state(t: str, state_axes: list[tuple[str, str]] | None, fn: Function | None, a: str) -> None:
-    """state_axes also gave the axes of state created inside; in the new form that state takes out_axes."""
-    if state_axes is None or (all(x == "0" for _, x in state_axes) and any(f == "..." for f, _ in state_axes)):
-        return  # every Variable on axis 0, as out_axes=0 gives
-    if fn is not None and fn.returns == DATA:
+def _check_new_state(t: str, kw: dict[str, Any], state_axes: list[tuple[str, str]] | None,
+                     fn: Function | None, a: str) -> None:
+    """The old state_axes (not out_axes) gave the axes of state created inside; the new form uses out_axes."""
+    all_zero = state_axes is None or (all(x == "0" for _, x in state_axes) and any(f == "..." for f, _ in state_axes))
+    out = kw.get("out_axes")
+    out_zero = out is None or literal(out.value) == "0" or t == "scan"  # scan's out_axes: refused unless 0
+    if (all_zero and out_zero) or (fn is not None and fn.returns == DATA):
         return
+    what = "state_axes=..." if not all_zero else f"out_axes={code(out.value)}"
     raise Refuse(
-        f"{t}(state_axes=...) also gave the axes of state created inside the function, which the new form "
-        "takes from out_axes. If the function returns arrays only, annotate it (`-> jax.Array`) and run again",
+        f"{t}({what}): the old {t} gave state created inside the function the axes of state_axes, the new one "
+        "gives it out_axes. If the function returns arrays only, annotate it (`-> jax.Array`) and run again",
         f"the same in_axes with {a}.StateAxes at each module argument, and out_axes with a {a}.StateAxes "
         "for a module the function returns",
     )
@@ -372,7 +375,7 @@ def plan(t: str, kw: dict[str, Any], fn: Function | None, a: str, implicit: bool
                      "pass those arguments positionally and give their axes in in_axes")
     splits = _read_split_rngs(kw.get("split_rngs"), t, a)
     state_axes = _read_state_axes(kw.get("state_axes"), t, a)
-    _check_new_state(t, state_axes, fn, a)
+    _check_new_state(t, kw, state_axes, fn, a)
     if t == "scan":
         return _plan_scan(kw, fn, a, _state_spec(splits, state_axes, a, scan=True))
     spec = _state_spec(splits, state_axes, a)

@@ -162,6 +162,9 @@ class Migrator(cst.CSTTransformer):
                       positional: list, fn_node: Any, ws: Any, via_partial: bool) -> cst.BaseExpression:
         a = self._alias(attr)
         try:
+            if sum(1 for x in positional if x.keyword is None) > 1:
+                raise Refuse(f"{t}() is called with positional arguments after the function",
+                             f"{a}.{t}(f, <keyword arguments>)")
             if fn_node is None:
                 raise Refuse(f"{t}() is called with the old keywords but without the function, so there is no "
                              "place for a split_rngs decorator and no arguments to put StateAxes at",
