@@ -302,7 +302,10 @@ def test_imports_flag():
 
 
 def test_already_explicit_code_is_left_alone():
-    code = BLOCK + SEED_NEW + "\n@nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)\ndef f(x, layer):\n    return layer(x)\n"
+    code = BLOCK + SEED_NEW + (
+        "\n@nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)\ndef f(x, layer):\n    return layer(x)\n"
+        "\n\n@nnx.custom_decorator('x')\n@nnx.jit(static_argnums=0)\ndef g(n, partial):\n    return nnx.Linear(n, n, rngs=partial)\n"
+    )
     assert migrate(code) == code
 
 

@@ -83,6 +83,8 @@ class Migrator(cst.CSTTransformer):
         if site is None:
             return [dec]
         t, attr, kwargs, positional, via_partial, ws = site
+        if not via_partial and not any(a.keyword.value in REMOVED for a in kwargs):
+            return [dec]  # new-style already
         try:
             if positional:
                 raise Refuse(f"{'partial(' if via_partial else ''}{code(attr)}{', ...)' if via_partial else '(...)'} "
@@ -117,6 +119,8 @@ class Migrator(cst.CSTTransformer):
         t = self.facts.transform_name(expr.func)
         if t is None or any(a.star for a in expr.args):
             return None
+        if t not in DECORATOR_FORM and not any(a.keyword is not None and a.keyword.value in REMOVED for a in expr.args):
+            return None  # nnx.Linear(...), nnx.split_rngs(...): not a transform with old keywords
         kwargs = [a for a in expr.args if a.keyword is not None]
         positional = [a for a in expr.args if a.keyword is None]
         return t, expr.func, kwargs, positional, False, expr.whitespace_before_args
