@@ -360,7 +360,7 @@ def plan(t: str, kw: dict[str, Any], fn: Function | None, a: str, implicit: bool
 
     ``kw`` maps keyword names to libcst ``Arg`` nodes. ``implicit``: the site is old-style
     (a ``partial`` decorator) even without the removed keywords, so the old default applies:
-    every stream reachable from the arguments is split.
+    every stream reachable from the arguments moves (split by vmap/pmap, carried by scan).
     """
     old = [k for k in REMOVED if k in kw]
     if t not in SPLITTING:
