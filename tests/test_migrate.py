@@ -242,7 +242,6 @@ def test_partial_jit_becomes_a_keyword_decorator_and_the_import_goes():
         return x * n
     '''
     new = '''
-
     @nnx.jit(static_argnums=1)  # compiled once per n
     def step(x, n):
         return x * n

@@ -337,4 +337,14 @@ def drop_unused_partial(module: cst.Module, facts: Facts) -> cst.Module:
             names[-1] = names[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
             return updated_node.with_changes(names=names)
 
+        def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+            # the import was the file's first line: do not leave the blank line after it on top
+            if original_node.body and updated_node.body and updated_node.body[0] is not original_node.body[0]:
+                first = updated_node.body[0]
+                lines = list(first.leading_lines)
+                while lines and lines[0].comment is None:
+                    lines.pop(0)
+                return updated_node.with_changes(body=[first.with_changes(leading_lines=lines), *updated_node.body[1:]])
+            return updated_node
+
     return module.visit(Drop())
