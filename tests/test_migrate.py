@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -434,3 +435,42 @@ def test_cli_without_libcst_names_the_extra(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC}
     p = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env)
     assert p.returncode == 2 and 'pip install "plait[migrate]"' in p.stderr
+
+
+def test_a_whole_0_8_file_migrates_and_runs_under_plait(tmp_path):
+    f = tmp_path / "old_model.py"
+    f.write_text(textwrap.dedent('''\
+        from functools import partial
+
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+        ''') + BLOCK + textwrap.dedent('''
+
+        @partial(nnx.vmap, axis_size=3)  # one block per layer
+        def create_hidden_layers(rngs: nnx.Rngs):
+            return Block(rngs)
+
+
+        @partial(nnx.scan, scan_output=False)
+        def forward(x: jax.Array, layer: Block):
+            return layer(x)
+
+
+        @partial(nnx.jit, static_argnums=2)
+        def run(x, layers, n):
+            for _ in range(n):
+                x = forward(x, layers)
+            return x
+
+
+        layers = create_hidden_layers(nnx.Rngs(0))
+        y = run(jnp.ones(4), layers, 2)
+        '''))
+    assert main(["--imports", "--write", str(f)]) == 0
+    text = f.read_text()
+    assert "import plait as nnx" in text and "partial" not in text and "flax" not in text
+    ns = runpy.run_path(str(f))
+    assert shapes(ns["layers"])["linear"]["kernel"] == (3, 4, 4)
+    assert shapes(ns["layers"])["dropout"]["rngs"]["default"]["key"] == ()
+    assert ns["y"].shape == (4,)
