@@ -50,6 +50,8 @@ __all__ = ["CallInfo", "filter_rng_streams", "tabulate"]
 
 # The attribute that tells a module of the clone its path (and which tabulate call it
 # belongs to). It is static graph data, so it survives a transform rebuilding the module.
+# The run id makes each call's GraphDef new, so a jit inside the model cannot answer from
+# its cache (skipping the Python calls we record); the price is one cache entry per call.
 _TAG = "_plait_tabulate_path"
 _RUN_IDS = itertools.count()
 
