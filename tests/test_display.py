@@ -69,3 +69,18 @@ def test_notebook_detection(monkeypatch):
 def test_the_name_stays_the_function_after_the_text_repr_module_is_used():
     repr(small())  # imports plait.display (the module) if nothing did yet
     assert callable(nnx.display) and nnx.display is visualization.display
+
+
+def test_the_examples_in_docs_display_md_run(capsys):
+    pytest.importorskip("rich")
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "display.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    for block in blocks:  # one namespace, in order, as a reader would run them
+        exec(compile(block, "docs/display.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "block1/dropout" in printed and "┃ flops" in printed  # the tables shown in the page

@@ -327,3 +327,17 @@ def test_calls_inside_a_jitted_method_are_seen_every_time():
     for _ in range(2):  # a cached inner trace would hide the second time's rows
         rows, _ = rows_of(model, jnp.ones((1, 2)))
         assert [r.path for r in rows] == [(), ("linear",)]
+
+
+def test_sown_intermediates_are_counted_and_listed():
+    class Probe(nnx.Module):
+        def __init__(self):
+            self.seen = nnx.Intermediate((jnp.ones(3), jnp.ones((2, 2))))
+
+        def __call__(self, x):
+            return x
+
+    _, table = rows_of(Probe(), jnp.ones(3))
+    assert "7 (28 B)" in footer(table)
+    lines = table[table.index("seen:"):].splitlines()
+    assert "- float32[3]" in lines[1] and "- float32[2,2]" in lines[2]

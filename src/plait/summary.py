@@ -92,11 +92,14 @@ def _shape_dtype(value: Any) -> tuple[tuple, Any] | None:
 
 
 def _size_bytes(value: Any) -> tuple[int, int]:
-    sd = _shape_dtype(value)
-    if sd is None:
-        return 0, 0
-    size = math.prod(sd[0])
-    return size, size * sd[1].itemsize  # PRNG key dtypes have an itemsize too
+    """Elements and bytes of a Variable's value: an array, or a pytree of them (what ``sow`` keeps)."""
+    size = nbytes = 0
+    for leaf in jax.tree.leaves(value):
+        sd = _shape_dtype(leaf)
+        if sd is not None:
+            n = math.prod(sd[0])
+            size, nbytes = size + n, nbytes + n * sd[1].itemsize  # PRNG key dtypes have an itemsize too
+    return size, nbytes
 
 
 def _bytes_text(n: int) -> str:
@@ -425,7 +428,7 @@ def _render(rich: Any, title: str, rows: list[CallInfo], stats: dict, compute_fl
         if compute_vjp_flops:
             cells.append(f"{row.vjp_flops:,}")
         for column in columns:
-            lines = [escape(f"{name}: {_describe(_abstract(v._value))}") for name, v in node.own.get(column, [])]
+            lines = [escape(_keyed(name, _abstract(v._value), "")) for name, v in node.own.get(column, [])]
             total = node.totals.get(column)
             if total:
                 lines += ([""] if lines else []) + [f"[bold]{_size_text(*total)}[/bold]"]
