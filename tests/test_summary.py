@@ -341,3 +341,13 @@ def test_sown_intermediates_are_counted_and_listed():
     assert "7 (28 B)" in footer(table)
     lines = table[table.index("seen:"):].splitlines()
     assert "- float32[3]" in lines[1] and "- float32[2,2]" in lines[2]
+
+
+def test_an_abstract_model_with_abstract_inputs_allocates_nothing():
+    abstract = nnx.eval_shape(lambda: MLP(nnx.Rngs(0)))
+    assert isinstance(abstract.block1.linear.kernel.value, jax.ShapeDtypeStruct)
+    x = jax.ShapeDtypeStruct((5, 3), jnp.float32)
+    rows, table = rows_of(abstract, x, compute_flops=True)
+    concrete_rows, concrete_table = rows_of(MLP(nnx.Rngs(0)), jnp.ones((5, 3)), compute_flops=True)
+    assert [(r.path, r.inputs_repr, r.flops) for r in rows] == [(r.path, r.inputs_repr, r.flops) for r in concrete_rows]
+    assert footer(table) == footer(concrete_table)

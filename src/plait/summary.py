@@ -157,6 +157,10 @@ class _ObjectRepr:
         return f"{self.type.__name__}(...)"
 
 
+def _is_node(x: Any) -> bool:
+    return isinstance(x, (Object, Variable))
+
+
 def _abstract(tree: Any) -> Any:
     """Arrays (and tracers) to ShapeDtypeStruct, graph objects to a placeholder."""
 
@@ -167,12 +171,17 @@ def _abstract(tree: Any) -> Any:
             return jax.ShapeDtypeStruct(x.shape, x.dtype)
         return x
 
-    return jax.tree.map(leaf, tree, is_leaf=lambda x: isinstance(x, (Object, Variable)))
+    return jax.tree.map(leaf, tree, is_leaf=_is_node)
+
+
+_SCALARS = (bool, int, float, complex, str, type(None))
 
 
 def _describe(value: Any, indent: str = "") -> str:
     if isinstance(value, jax.ShapeDtypeStruct):
         return f"{value.dtype}[{','.join(map(str, value.shape))}]"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, _SCALARS) for v in value):
+        return repr(value)  # a shape such as (2, 3) reads best as itself
     if isinstance(value, (list, tuple)) and value:
         return "\n".join(f"{indent}- {_describe(v, indent + '  ').lstrip()}" for v in value)
     if isinstance(value, dict) and value:
@@ -282,6 +291,21 @@ def _cost(fn: Callable, graphdef: Any, abstract: list, backward: bool) -> int:
     return int(cost.get("flops", 0)) if cost else 0
 
 
+class _AbstractInput(Variable):
+    """Carries a ``jax.ShapeDtypeStruct`` input into the trace (a bare one would be static)."""
+
+
+def _box_abstract(inputs: Any) -> Any:
+    box = lambda x: _AbstractInput(x) if isinstance(x, jax.ShapeDtypeStruct) else x  # noqa: E731
+    return jax.tree.map(box, inputs, is_leaf=_is_node)
+
+
+def _call_unboxed(model: Any, method: str, boxed: Any) -> Any:
+    unbox = lambda x: x.value if isinstance(x, _AbstractInput) else x  # noqa: E731
+    args, kwargs = jax.tree.map(unbox, boxed, is_leaf=_is_node)
+    return getattr(model, method)(*args, **kwargs)
+
+
 # -- the table -------------------------------------------------------------------------------
 
 
@@ -324,7 +348,9 @@ def tabulate(
 
     Args:
         obj: the model (a Module, or any plait Object with the method).
-        *input_args: positional arguments of the call; arrays (their values are not used).
+        *input_args: positional arguments of the call: arrays (their values are not used) or
+            ``jax.ShapeDtypeStruct``; with an abstract model (``nnx.eval_shape(lambda: Model(...))``)
+            nothing is allocated at all.
         depth: show only rows whose path has at most this many parts (0: the model's own row).
         method: the method of ``obj`` to call.
         row_filter: keep the rows (:class:`CallInfo`) for which this returns True.
@@ -392,7 +418,7 @@ def tabulate(
         for (klass, name), fn in originals.items():
             setattr(klass, name, _recording(fn, name, rec))
         try:
-            eval_shape(lambda m, a, k: getattr(m, method)(*a, **k), model, input_args, input_kwargs)
+            eval_shape(_call_unboxed, model, method, _box_abstract((input_args, input_kwargs)))
         except Exception as e:
             e.add_note(f"(raised while nnx.tabulate traced {type(obj).__name__}.{method})")
             raise
