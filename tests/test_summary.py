@@ -351,3 +351,16 @@ def test_an_abstract_model_with_abstract_inputs_allocates_nothing():
     concrete_rows, concrete_table = rows_of(MLP(nnx.Rngs(0)), jnp.ones((5, 3)), compute_flops=True)
     assert [(r.path, r.inputs_repr, r.flops) for r in rows] == [(r.path, r.inputs_repr, r.flops) for r in concrete_rows]
     assert footer(table) == footer(concrete_table)
+
+
+def test_modules_built_during_the_call_and_methods_used_as_functions_pass_through():
+    class Odd(nnx.Module):
+        def double(x):  # no self: called on the class, as a function
+            return 2 * x
+
+        def __call__(self, x):
+            inner = nnx.Linear(3, 3, rngs=nnx.Rngs(1))  # not part of the model: no row
+            return Odd.double(inner(x))
+
+    rows, _ = rows_of(Odd(), jnp.ones((1, 3)))
+    assert [(r.path, r.type.__name__) for r in rows] == [((), "Odd")]

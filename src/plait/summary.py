@@ -222,12 +222,15 @@ class _Recorder:
 
 def _recording(fn: Callable, name: str, rec: _Recorder) -> Callable:
     @functools.wraps(fn)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        tag = self.__dict__.get(_TAG)
+    def wrapper(*all_args: Any, **kwargs: Any) -> Any:
+        # Not a call on a module of the model being tabulated (a method used as a plain
+        # function, a module built during the call), or a super() call inside the same call.
+        self = all_args[0] if all_args else None
+        tag = self.__dict__.get(_TAG) if isinstance(self, Object) else None
         key = (id(self), name)
-        # Not a module of the model being tabulated, or a super() call inside the same call.
         if tag is None or tag[0] != rec.run_id or (rec.active and rec.active[-1] == key):
-            return fn(self, *args, **kwargs)
+            return fn(*all_args, **kwargs)
+        args = all_args[1:]
         path = tag[1] if name == "__call__" else (*tag[1], name)
         abstract_args, abstract_kwargs = _abstract((args, kwargs))
         row = CallInfo(next(rec.counter), type(self), path, _inputs_text(abstract_args, abstract_kwargs), None,
