@@ -215,9 +215,14 @@ class _Recorder:
     run_id: int
     want_cost: bool
     rows: list = dataclasses.field(default_factory=list)
-    costs: list = dataclasses.field(default_factory=list)  # per row: (fn, name, graphdef, abstract leaves)
+    costs: list = dataclasses.field(default_factory=list)  # per row: (fn, graphdef, abstract leaves)
     active: list = dataclasses.field(default_factory=list)
     counter: Any = dataclasses.field(default_factory=itertools.count)
+
+
+def _shape_of(x: Any) -> jax.ShapeDtypeStruct:
+    # Keep weak typing: a weakly typed float32 would otherwise promote a bfloat16 computation.
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=getattr(getattr(x, "aval", None), "weak_type", False))
 
 
 def _recording(fn: Callable, name: str, rec: _Recorder) -> Callable:
@@ -238,7 +243,7 @@ def _recording(fn: Callable, name: str, rec: _Recorder) -> Callable:
         rec.rows.append(row)
         if rec.want_cost:
             flat, leaves = flatten((self, args, kwargs))
-            rec.costs.append((fn, flat.graphdef, [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]))
+            rec.costs.append((fn, flat.graphdef, [_shape_of(x) for x in leaves]))
         rec.active.append(key)
         try:
             out = fn(self, *args, **kwargs)
