@@ -258,9 +258,9 @@ def test_default_output_has_colour_codes_and_a_title():
 
 def test_errors():
     model = MLP(nnx.Rngs(0))
-    with pytest.raises(AttributeError, match="MLP has no method 'decode'"):
+    with pytest.raises(nnx.TransformError, match="MLP has no method 'decode' to call; its own methods are __call__, encode\\."):
         nnx.tabulate(model, jnp.ones((5, 3)), method="decode")
-    with pytest.raises(TypeError, match="expected a module"):
+    with pytest.raises(nnx.TransformError, match=r"got a function.\nPass the model"):
         nnx.tabulate(lambda x: x, jnp.ones(3))
     with pytest.raises(ValueError, match="depth"):
         nnx.tabulate(model, jnp.ones((5, 3)), depth=-1)

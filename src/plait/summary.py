@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import TransformError
 from .graph import ARRAY_TYPES, clone, flatten, iter_graph, unflatten
 from .module import Module
 from .object import Object
@@ -405,9 +406,16 @@ def tabulate(
     """
     rich = _rich()
     if not isinstance(obj, Object):
-        raise TypeError(f"tabulate: expected a module (a plait Object), got a {type(obj).__name__}")
+        raise TransformError(
+            f"tabulate: expected a module (a plait Object) to call, got a {type(obj).__name__}.\n"
+            "Pass the model and the inputs of its call: nnx.tabulate(model, x)"
+        )
     if not callable(getattr(obj, method, None)):
-        raise AttributeError(f"tabulate: {type(obj).__name__} has no method {method!r} to call")
+        own = sorted({name for _, name in _methods_to_wrap({type(obj)})})
+        raise TransformError(
+            f"tabulate: {type(obj).__name__} has no method {method!r} to call; its own methods are "
+            f"{', '.join(own) or 'none'}.\nName one: nnx.tabulate(model, x, method='...')"
+        )
     if depth is not None and depth < 0:
         raise ValueError(f"tabulate: depth must be None or >= 0, got {depth}")
 
