@@ -63,7 +63,15 @@ class CallInfo:
 
     ``path`` is the module's path in the model (with the method name appended for methods
     other than ``__call__``); ``outputs`` holds ``jax.ShapeDtypeStruct`` where arrays were.
-    ``flops``/``vjp_flops`` are None unless asked for.
+    ``flops``/``vjp_flops`` are None unless asked for. ``row_filter`` receives these.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> rows = []
+        >>> keep = lambda row: rows.append(row) or True
+        >>> _ = nnx.tabulate(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), jnp.ones((1, 2)), row_filter=keep)
+        >>> rows[0].path, rows[0].type.__name__, rows[0].inputs_repr, rows[0].outputs
+        ((), 'Linear', 'float32[1,2]', ShapeDtypeStruct(shape=(1, 3), dtype=float32))
     """
 
     call_order: int
@@ -77,7 +85,14 @@ class CallInfo:
 
 
 def filter_rng_streams(row: CallInfo) -> bool:
-    """The default ``row_filter``: leave out calls of an RNG stream."""
+    """The default ``row_filter``: leave out calls of an RNG stream.
+
+    Example:
+        >>> import plait as nnx
+        >>> row = nnx.summary.CallInfo(0, nnx.Linear, ("encoder",), "float32[1,2]", None)
+        >>> nnx.summary.filter_rng_streams(row)
+        True
+    """
     return not issubclass(row.type, RngStream)
 
 
@@ -374,6 +389,15 @@ def tabulate(
 
     Returns:
         The rendered table. Needs ``rich``: ``pip install "plait[display]"``.
+
+    Limitations:
+        - While the trace runs, the methods of the model's module classes are replaced on
+          the classes; do not run the same classes on another thread meanwhile.
+        - A module built during the call (not an attribute of the model) has no row.
+        - A ``scan`` body (a scanned layer stack, an ``RNN``) is traced once: one row for
+          the layer, with one step's shapes; and XLA's cost analysis counts a loop body
+          once, so the parent's FLOPs are those of one step (an ``RNN`` over 5 steps shows
+          about one cell call).
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
