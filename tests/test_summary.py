@@ -97,10 +97,10 @@ def test_row_cells_list_own_variables_and_subtree_sizes():
     block1 = table[table.index("│ block1 "):]
     assert "48 (192 B)" in block1.splitlines()[0]  # Linear 3*8 + 8, BatchNorm scale 8 + bias 8
     linear = table[table.index("│ block1/linear"):].splitlines()
-    assert "kernel: float32[3,8]" in linear[0] and "bias: float32[8]" in linear[1]
+    assert "bias: float32[8]" in linear[0] and "kernel: float32[3,8]" in linear[1]  # by name
     assert "32 (128 B)" in linear[3]
     bn = table[table.index("│ block1/bn"):].splitlines()
-    assert "mean: float32[8]" in bn[0] and "scale: float32[8]" in bn[0]
+    assert "mean: float32[8]" in bn[0] and "bias: float32[8]" in bn[0]
 
 
 def test_a_module_called_twice_has_two_rows():
@@ -297,11 +297,28 @@ def test_totals_match_flax_for_the_same_architecture():
         def __call__(self, x):
             return self.bn(self.linear(x))
 
+    FlaxBlock.__name__ = PlaitBlock.__name__ = "Block"
     x = jnp.ones((2, 3))
-    ours = nnx.tabulate(PlaitBlock(3, 4, nnx.Rngs(0)), x, console_kwargs=PLAIN)
-    theirs = flax_nnx.tabulate(FlaxBlock(3, 4, flax_nnx.Rngs(0)), x, console_kwargs=PLAIN)
-    assert footer(ours).split() == footer(theirs).split()
-    assert ours.splitlines()[-2].strip() == theirs.splitlines()[-2].strip()  # Total Parameters
+    ours_model, their_model = PlaitBlock(3, 4, nnx.Rngs(0)), FlaxBlock(3, 4, flax_nnx.Rngs(0))
+    for kwargs in ({}, {"depth": 0}, {"compute_vjp_flops": True}):
+        ours = nnx.tabulate(ours_model, x, console_kwargs=PLAIN, **kwargs)
+        theirs = flax_nnx.tabulate(their_model, x, console_kwargs=PLAIN, **kwargs)
+        assert ours == theirs  # the same table, character for character
+
+    # Forward FLOPs: plait also counts BatchNorm's running-statistics update in training
+    # (Flax lowers the call without its state writes, so XLA drops the update as dead code).
+    def flops(table, path):
+        return int(next(line for line in table.splitlines() if line.startswith(f"│ {path} ")).split("│")[5])
+
+    ours = nnx.tabulate(ours_model, x, compute_flops=True, console_kwargs=PLAIN)
+    theirs = flax_nnx.tabulate(their_model, x, compute_flops=True, console_kwargs=PLAIN)
+    assert flops(ours, "linear") == flops(theirs, "linear")
+    assert flops(ours, "bn") > flops(theirs, "bn")
+    ours_model.eval()
+    their_model.eval()
+    assert nnx.tabulate(ours_model, x, compute_flops=True, console_kwargs=PLAIN) == flax_nnx.tabulate(
+        their_model, x, compute_flops=True, console_kwargs=PLAIN
+    )
 
 
 def test_super_call_is_one_row():

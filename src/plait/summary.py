@@ -410,13 +410,13 @@ def tabulate(
         ┡━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━┩
         │          │ Sequential │ float32[1,4] │ float32[1,2] │ 58 (232 B)           │
         ├──────────┼────────────┼──────────────┼──────────────┼──────────────────────┤
-        │ layers/0 │ Linear     │ float32[1,4] │ float32[1,8] │ kernel: float32[4,8] │
-        │          │            │              │              │ bias: float32[8]     │
+        │ layers/0 │ Linear     │ float32[1,4] │ float32[1,8] │ bias: float32[8]     │
+        │          │            │              │              │ kernel: float32[4,8] │
         │          │            │              │              │                      │
         │          │            │              │              │ 40 (160 B)           │
         ├──────────┼────────────┼──────────────┼──────────────┼──────────────────────┤
-        │ layers/2 │ Linear     │ float32[1,8] │ float32[1,2] │ kernel: float32[8,2] │
-        │          │            │              │              │ bias: float32[2]     │
+        │ layers/2 │ Linear     │ float32[1,8] │ float32[1,2] │ bias: float32[2]     │
+        │          │            │              │              │ kernel: float32[8,2] │
         │          │            │              │              │                      │
         │          │            │              │              │ 18 (72 B)            │
         ├──────────┼────────────┼──────────────┼──────────────┼──────────────────────┤
@@ -494,7 +494,8 @@ def _render(rich: Any, title: str, rows: list[CallInfo], stats: dict, compute_fl
         if compute_vjp_flops:
             cells.append(f"{row.vjp_flops:,}")
         for column in columns:
-            lines = [escape(_keyed(name, _abstract(v._value), "")) for name, v in node.own.get(column, [])]
+            own = sorted(node.own.get(column, []), key=lambda item: item[0])  # by name, as the reference
+            lines = [escape(_keyed(name, _abstract(v._value), "")) for name, v in own]
             total = node.totals.get(column)
             if total:
                 lines += ([""] if lines else []) + [f"[bold]{_size_text(*total)}[/bold]"]
