@@ -394,3 +394,26 @@ def test_a_loop_body_is_one_row_and_counted_once():
     assert [r.path for r in rows].count(("cell",)) == 1
     assert by_path[("cell",)].inputs_repr.endswith("float32[1,2]")  # one step's input
     assert by_path[()].flops < 2 * by_path[("cell",)].flops
+
+
+def test_a_call_using_an_enclosing_axis_name_has_no_flops_and_says_why():
+    class Centered(nnx.Module):
+        def __init__(self):
+            self.linear = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            y = self.linear(x)
+            return y - jax.lax.pmean(y, "batch")
+
+    class Top(nnx.Module):
+        def __init__(self):
+            self.centered = Centered()
+
+        def __call__(self, x):
+            return nnx.vmap(lambda m, x: m(x), in_axes=(None, 0), axis_name="batch")(self.centered, x)
+
+    rows, table = rows_of(Top(), jnp.ones((4, 2)), compute_flops=True)
+    flops = {r.path: r.flops for r in rows}
+    assert flops[("centered",)] is None and flops[("centered", "linear")] == 2 * 2 * 2 + 2
+    assert flops[()] > 0
+    assert "n/a: the call uses the axis name of a transform around it" in table

@@ -288,7 +288,8 @@ def _methods_to_wrap(classes: set[type]) -> dict[tuple[type, str], Callable]:
     return found
 
 
-def _cost(fn: Callable, graphdef: Any, abstract: list, backward: bool) -> int:
+def _cost(fn: Callable, graphdef: Any, abstract: list, backward: bool) -> int | None:
+    """XLA's FLOP count of one call lowered on its own; None if it uses an enclosing axis name."""
     def run(leaves: list) -> list:
         (obj, args, kwargs), _ = unflatten(graphdef, leaves)
         out = fn(obj, *args, **kwargs)
@@ -308,7 +309,12 @@ def _cost(fn: Callable, graphdef: Any, abstract: list, backward: bool) -> int:
         primals, pullback = jax.vjp(differentiable, [leaves[i] for i in where])
         return pullback(primals)
 
-    lowered = jax.jit(run_with_vjp if backward else run).lower(abstract)
+    try:
+        lowered = jax.jit(run_with_vjp if backward else run).lower(abstract)
+    except NameError as e:  # jax.lax.pmean(x, "batch") under the model's own vmap(axis_name="batch")
+        if "axis name" not in str(e):
+            raise
+        return None
     cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
     if isinstance(cost, (list, tuple)):  # older JAX: one dict per device program
         cost = cost[0] if cost else None
@@ -487,12 +493,12 @@ def _render(rich: Any, title: str, rows: list[CallInfo], stats: dict, compute_fl
         table.add_column(name, **column_kwargs)
     for row in rows:
         node = stats.get(row.module_path, _NodeStats({}, {}))
-        cells = ["/".join(map(str, row.path)), row.type.__name__, escape(row.inputs_repr),
+        cells = [escape("/".join(map(str, row.path))), row.type.__name__, escape(row.inputs_repr),
                  escape(_describe(row.outputs) if row.outputs is not None else "")]
         if compute_flops:
-            cells.append(f"{row.flops:,}")
+            cells.append("n/a" if row.flops is None else f"{row.flops:,}")
         if compute_vjp_flops:
-            cells.append(f"{row.vjp_flops:,}")
+            cells.append("n/a" if row.vjp_flops is None else f"{row.vjp_flops:,}")
         for column in columns:
             own = sorted(node.own.get(column, []), key=lambda item: item[0])  # by name, as the reference
             lines = [escape(_keyed(name, _abstract(v._value), "")) for name, v in own]
@@ -507,6 +513,9 @@ def _render(rich: Any, title: str, rows: list[CallInfo], stats: dict, compute_fl
     size = sum(t[0] for t in stats[()].totals.values())
     nbytes = sum(t[1] for t in stats[()].totals.values())
     table.caption = f"\nTotal Parameters: {_size_text(size, nbytes)}"
+    if any((compute_flops and r.flops is None) or (compute_vjp_flops and r.vjp_flops is None) for r in rows):
+        table.caption += ("\nn/a: the call uses the axis name of a transform around it (vmap's axis_name), "
+                          "so it cannot be lowered on its own")
     table.caption_style = "bold"
     buffer = io.StringIO()
     # force_jupyter=False: in a notebook rich would display the table itself and return "".
