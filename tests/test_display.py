@@ -51,6 +51,8 @@ def test_treescope_draws_plait_objects_instead_of_flattening_them():
     assert "Sequential(" in text and "Linear(" in text and "kernel=Param(" in text
     assert "rate=0.5" in text and "RngKey(" in text
     assert "TypeError" not in text and "plait module" not in text  # no pytree-refusal fallback
+    state_text = treescope.render_to_text(nnx.state(small(), nnx.Param))
+    assert state_text.startswith("State({") and "'kernel': Param(" in state_text
 
 
 def test_notebook_detection(monkeypatch):

@@ -32,12 +32,13 @@ def _register_treescope(treescope: Any) -> None:
     """Teach treescope to draw plait objects (idempotent).
 
     Without this, treescope treats a module as a JAX pytree, which plait refuses to be.
-    A module is drawn as ``Type(attr=..., ...)``, a Variable as ``Param(value=..., **metadata)``;
-    arrays inside get treescope's own array view.
+    A module is drawn as ``Type(attr=..., ...)``, a Variable as ``Param(value=..., **metadata)``,
+    a State as ``State({...})``; arrays inside get treescope's own array view.
     """
     from treescope import formatting_util, repr_lib, type_registries
 
     from .object import Object
+    from .state import State
     from .variables import Variable
 
     def object_handler(node: Any, path: str | None, subtree_renderer: Any) -> Any:
@@ -53,7 +54,11 @@ def _register_treescope(treescope: Any) -> None:
             color=formatting_util.color_from_string(type(node).__qualname__),
         )
 
+    def state_handler(node: Any, path: str | None, subtree_renderer: Any) -> Any:
+        return repr_lib.render_dictionary_wrapper(type(node), dict(node), path, subtree_renderer)
+
     type_registries.TREESCOPE_HANDLER_REGISTRY.setdefault(Object, object_handler)
+    type_registries.TREESCOPE_HANDLER_REGISTRY.setdefault(State, state_handler)
     type_registries.TREESCOPE_HANDLER_REGISTRY.setdefault(Variable, variable_handler)
 
 
