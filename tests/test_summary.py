@@ -417,3 +417,19 @@ def test_a_call_using_an_enclosing_axis_name_has_no_flops_and_says_why():
     assert flops[("centered",)] is None and flops[("centered", "linear")] == 2 * 2 * 2 + 2
     assert flops[()] > 0
     assert "n/a: the call uses the axis name of a transform around it" in table
+
+
+def test_public_methods_of_sub_modules_get_rows_with_the_method_in_the_path():
+    class TiedLM(nnx.Module):
+        def __init__(self):
+            self.embed = nnx.Embed(10, 4, rngs=nnx.Rngs(0))
+
+        def __call__(self, tokens):
+            return self.embed.attend(self.embed(tokens))
+
+    rows, _ = rows_of(TiedLM(), jnp.arange(3))
+    assert [(r.path, r.inputs_repr, summary._describe(r.outputs)) for r in rows] == [
+        ((), "int32[3]", "float32[3,10]"),
+        (("embed",), "int32[3]", "float32[3,4]"),
+        (("embed", "attend"), "float32[3,4]", "float32[3,10]"),
+    ]
