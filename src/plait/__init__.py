@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import filters, initializers, nn, transforms
+from . import filters, initializers, nn, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .errors import (
     AxisError,
@@ -30,8 +30,10 @@ from .object import Dict, List, Object
 from .optimizer import Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
 from .state import State
+from .summary import tabulate
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
 from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount, RngKey, RngState, Variable
+from .visualization import display
 
 __version__ = "0.1.0"
 
@@ -57,6 +59,7 @@ __all__ = [
     "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
     "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",
     "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "update",
+    "display", "summary", "tabulate",
 
     *nn.__all__,
     *transforms.__all__,
