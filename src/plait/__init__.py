@@ -38,7 +38,7 @@ from .graph import (
 from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
-from .optimizer import Optimizer
+from .optimizer import ModelAndOptimizer, Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
 from .state import State
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
@@ -48,7 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "FilterError",
-    "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
+    "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "MissingStreamError", "ModelAndOptimizer", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
     "flatten", "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",
