@@ -9,12 +9,13 @@ Example:
     (1, 2)
 """
 
-from . import filters, initializers, nn, transforms
+from . import filters, initializers, metrics, nn, transforms
 from .errors import (
     AxisError,
     FilterError,
     GraphError,
     LayerError,
+    MetricError,
     MissingStreamError,
     PlaitError,
     RngError,
@@ -35,6 +36,7 @@ from .graph import (
     unflatten,
     update,
 )
+from .metrics import Metric, MultiMetric
 from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
@@ -48,10 +50,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "FilterError",
-    "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "MissingStreamError", "ModelAndOptimizer", "Module", "Not", "Object", "OptState", "Optimizer",
+    "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "Metric", "MetricError", "MultiMetric", "MissingStreamError", "ModelAndOptimizer", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
-    "flatten", "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",
+    "flatten", "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "metrics", "nn",
     "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "unflatten", "update",
 
     *nn.__all__,
