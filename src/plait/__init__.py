@@ -10,6 +10,7 @@ Example:
 """
 
 from . import filters, initializers, metrics, nn, transforms
+from .ema import EMA
 from .errors import (
     AxisError,
     FilterError,
@@ -49,7 +50,7 @@ from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount
 __version__ = "0.1.0"
 
 __all__ = [
-    "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "FilterError",
+    "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "EMA", "FilterError",
     "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "Metric", "MetricError", "MultiMetric", "MissingStreamError", "ModelAndOptimizer", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
