@@ -44,6 +44,7 @@ from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
 from .state import State
+from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
 from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount, RngKey, RngState, Variable
 
@@ -53,7 +54,7 @@ __all__ = [
     "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "EMA", "FilterError",
     "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "Metric", "MetricError", "MultiMetric", "MissingStreamError", "ModelAndOptimizer", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
-    "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
+    "SplitBackups", "State", "StateError", "TrainState", "TransformError", "Variable", "clone", "filters",
     "flatten", "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "metrics", "nn",
     "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "unflatten", "update",
 
