@@ -100,6 +100,12 @@ def _to_opt_state(tree: Any) -> Any:
     return jax.tree.map(wrap, tree, is_leaf=_is_variable)
 
 
+def _filter_text(f: Any) -> str:
+    if isinstance(f, type):
+        return f"nnx.{f.__name__}"
+    return "..." if f is Ellipsis else repr(f)
+
+
 def _path_text(path: tuple) -> str:
     return ".".join(str(p) for p in path) or "<root>"
 
@@ -222,7 +228,7 @@ class Optimizer(Object):
                 if extra:
                     lines.append(f"  entries of {what} that are not parameters: {_paths_text(extra)}")
                 raise GraphError(
-                    f"Optimizer.update: {what} do not match the parameters (wrt={self.wrt!r}) of the model:\n"
+                    f"Optimizer.update: {what} do not match the parameters (wrt={_filter_text(self.wrt)}) of the model:\n"
                     + "\n".join(lines)
                     + "\nTake the gradients of the model this optimizer updates, with the same filter: "
                     "grads = nnx.grad(loss_fn)(model), then optimizer.update(model, grads)."
