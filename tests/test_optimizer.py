@@ -273,3 +273,19 @@ def test_opt_state_is_opt_state_variables_in_the_graph():
     optimizer = nnx.Optimizer(model, optax.adam(1e-2))
     opt_vars = jax.tree.leaves(optimizer.opt_state, is_leaf=lambda v: isinstance(v, nnx.Variable))
     assert len(jax.tree.leaves(nnx.state(optimizer, nnx.OptState))) == len(opt_vars) + 1
+
+
+def test_same_parameters_as_flax_nnx_after_adam_steps():
+    flax_nnx = pytest.importorskip("flax.nnx")
+    x, y = _data()
+    ours = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    theirs = flax_nnx.Linear(3, 1, rngs=flax_nnx.Rngs(0))
+    theirs.kernel[...] = ours.kernel.value
+    opt_ours = nnx.Optimizer(ours, optax.adamw(0.05), wrt=nnx.Param)
+    opt_theirs = flax_nnx.Optimizer(theirs, optax.adamw(0.05), wrt=flax_nnx.Param)
+    for _ in range(3):
+        opt_ours.update(ours, nnx.grad(_mse)(ours, x, y))
+        opt_theirs.update(theirs, flax_nnx.grad(_mse)(theirs, x, y))
+    np.testing.assert_allclose(np.asarray(ours.kernel.value), np.asarray(theirs.kernel[...]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ours.bias.value), np.asarray(theirs.bias[...]), rtol=1e-6)
+    assert int(opt_ours.step.value) == int(opt_theirs.step[...]) == 3
