@@ -18,6 +18,8 @@ Workloads (sizes in ``maths.py``):
   parameters as a dict.
 - W4 correctness: every layer's dropout mask differs from every other layer's within a
   step, and each layer's mask changes from one step to the next, for every library.
+- W5 eval step with metrics: plait's ``MultiMetric`` in ``nnx.jit`` against the same running
+  sums in raw JAX (``metrics_eval.py``, also runnable on its own).
 
 Timings are medians of interleaved repeats, with ratios to raw JAX from the same run (see
 ``harness.py``). The libraries' code is in ``impl_*.py`` and ``models_nnx.py``.
@@ -49,6 +51,7 @@ import impl_plait  # noqa: E402
 import impl_raw  # noqa: E402
 import jax  # noqa: E402
 import maths  # noqa: E402
+import metrics_eval  # noqa: E402
 import numpy as np  # noqa: E402
 from harness import CompileClock, Runner, Timing, interleaved, python_calls  # noqa: E402
 
@@ -574,7 +577,14 @@ def main(argv: list[str] | None = None) -> int:
     rep.add("## W4 correctness: dropout masks")
     w4(rep, w1_out, w2_out)
     sections.append(time.time())
+    rep.add("## W5 eval step with metrics")
+    w5_out = metrics_eval.run(metrics_eval.SMOKE if s.smoke else metrics_eval.FULL)
+    rep.add(metrics_eval.report(w5_out))
+    rep.failures.extend(f"W5 {o['cfg'].name}: plait's metrics and the raw JAX sums disagree" for o in w5_out if not o["agree"])
+    sections.append(time.time())
     goals(rep, w1_out, w2_out, w3_out)
+    w5_ratio = w5_out[0]["timing"].ratio(metrics_eval.PLAIT)
+    rep.goal("W5 eval step with MultiMetric plait / raw JAX <= 1.05 (MNIST-sized)", ratio(w5_ratio), w5_ratio <= 1.05)
 
     elapsed = time.time() - t_start
     load_end = os.getloadavg()
@@ -620,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write(text)
         print(f"wrote {out_path}")
     print(goals_table)
-    names = ["W1", "W2", "W3", "W4"]
+    names = ["W1", "W2", "W3", "W4", "W5"]
     prev = t_start
     print("section times: " + ", ".join(f"{n} {t - p:.0f}s" for n, t, p in zip(names, sections, [prev, *sections])))
     if rep.failures:

@@ -9,13 +9,15 @@ Example:
     (1, 2)
 """
 
-from . import filters, initializers, nn, summary, transforms
+from . import filters, initializers, metrics, nn, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
+from .ema import EMA
 from .errors import (
     AxisError,
     FilterError,
     GraphError,
     LayerError,
+    MetricError,
     MissingStreamError,
     PlaitError,
     RngError,
@@ -24,13 +26,15 @@ from .errors import (
 )
 from .filters import All, Any, Not, PathContains
 from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
+from .metrics import Metric, MultiMetric
 from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
-from .optimizer import Optimizer
+from .optimizer import ModelAndOptimizer, Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
 from .state import State
 from .summary import tabulate
+from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
 from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount, RngKey, RngState, Variable
 from .visualization import display
@@ -53,11 +57,11 @@ def _hide_own_frames() -> None:
 _hide_own_frames()
 
 __all__ = [
-    "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "FilterError",
-    "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
+    "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "EMA", "FilterError",
+    "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "Metric", "MetricError", "MultiMetric", "MissingStreamError", "ModelAndOptimizer", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
-    "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",
-    "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",
+    "SplitBackups", "State", "StateError", "TrainState", "TransformError", "Variable", "clone", "filters",
+    "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "metrics", "nn",
     "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "update",
     "display", "summary", "tabulate",
 

@@ -18,6 +18,7 @@ __all__ = [
     "MissingStreamError",
     "StateError",
     "TransformError",
+    "MetricError",
 ]
 
 
@@ -55,3 +56,8 @@ class StateError(PlaitError, ValueError):
 
 class TransformError(PlaitError, TypeError):
     """A transform was called with arguments it does not accept."""
+
+
+class MetricError(PlaitError, TypeError, ValueError):
+    """A metric's ``update`` got a missing keyword or values it cannot use (a TypeError and a
+    ValueError, as the reference raises either)."""
