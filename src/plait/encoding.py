@@ -179,7 +179,9 @@ class Flat:
         self.post = post or []
         self.cacheable = cacheable and not graphdef.has_raw_leaves
         self.objs = objs
-        self.leaves = leaves
+        # Values are read from the Variables when needed: a cached flattening must not keep the
+        # arrays of its first call alive (after an update they would never be freed).
+        self.leaves = leaves if graphdef.has_raw_leaves else None
         # The Variable that holds each leaf (None for raw arrays): where values are written.
         self.slots = [objs[n] if n >= 0 else None for n in graphdef.leaf_nodes]
         self.plans: dict = {}  # filters -> how state/split lay out their States (see _states)

@@ -257,18 +257,50 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         slots = flat.slots
         for o in origins:
             for k, e in zip(o.indices, o.entries):
+                value = e._value if isinstance(e, Variable) else e
+                _check_fits(flat, k, slots[k]._value, value)
+        for o in origins:
+            for k, e in zip(o.indices, o.entries):
                 slots[k]._value = e._value if isinstance(e, Variable) else e
         return
     index = gd.path_index()
     updates = {}
+    current = flat.current_leaves()
     for path, leaf in _flat_entries((state, *states)).items():
         k = index.get(path)
         if k is None:
             close = [p for p in index if p[: len(path) - 1] == path[:-1]][:5]
             hint = f" Paths next to it: {', '.join(_path_text(p) for p in close)}." if close else ""
-            raise GraphError(f"update: `{_path_text(path)}` is not a Variable or array of this graph.{hint}")
+            raise GraphError(
+                f"update: `{_path_text(path)}` is not a Variable or array of this graph.{hint}\n"
+                "update only writes values into Variables the model has. To add one, set it on its module: "
+                f"model.{_path_text(path)} = nnx.Param(value) (or the Variable type it should have)."
+            )
         updates[k] = leaf._value if isinstance(leaf, Variable) else leaf
+        _check_fits(flat, k, current[k], updates[k])
     write_leaves(flat, updates)
+
+
+def _check_fits(flat: Flat, k: int, old: Any, new: Any) -> None:
+    """A value written by ``update`` keeps the shape and dtype the model has: a State of another
+    model's shapes would otherwise turn this model into that one, silently."""
+    old_shape, new_shape = getattr(old, "shape", None), getattr(new, "shape", None)
+    if old_shape is None or new_shape is None:
+        return
+    old_dtype, new_dtype = getattr(old, "dtype", None), getattr(new, "dtype", None)
+    if tuple(old_shape) == tuple(new_shape) and old_dtype == new_dtype:
+        return
+    path = _path_text(flat.graphdef.leaf_paths[k][1:])
+    slot = flat.slots[k]
+    kind = type(slot).__name__ if slot is not None else "array"
+    raise GraphError(
+        f"update: `{path}` ({kind}) has shape {tuple(old_shape)} and dtype {old_dtype}, but the state gives "
+        f"shape {tuple(new_shape)} and dtype {new_dtype}.\n"
+        "update writes values into the model as it is. Check that the state comes from a model of the same "
+        "configuration; convert the dtype with .astype if that is all that differs. To change the shape on "
+        f"purpose (model surgery), set the Variable itself: model.{path}.value = new_value "
+        f"(or model.{path} = nnx.{kind if slot is not None else 'Param'}(new_value))."
+    )
 
 
 def clone(node: Any) -> Any:

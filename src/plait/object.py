@@ -18,7 +18,11 @@ and :class:`Dict`, subclasses that report their own edits (``append``, ``__setit
 
 from __future__ import annotations
 
+import collections.abc as _abc
 from typing import Any
+
+import jax
+import numpy as np
 
 try:
     from jax.extend.core import get_opaque_trace_state as _get_trace_state
@@ -117,12 +121,27 @@ def epoch() -> int:
 
 
 def track(value: Any) -> Any:
-    """Convert plain lists/dicts (recursively) into their change-reporting versions."""
+    """Convert plain lists/dicts (recursively) into their change-reporting versions.
+
+    Any other mutable container (``OrderedDict``, ``defaultdict``, ``deque``, ``set``, a custom
+    mapping) that holds modules, Variables or arrays is refused: its edits would not be
+    reported, so a cached flattening would keep running the old structure.
+    """
     t = type(value)
     if t is list:
         return List(value)
     if t is dict:
         return Dict(value)
+    if t is not List and t is not Dict and t not in _IMMUTABLE and isinstance(value, _MUTABLE) and _holds_data(value):
+        from .errors import GraphError
+
+        use = "nnx.Dict({...})" if isinstance(value, _abc.Mapping) else "nnx.List([...])"
+        raise GraphError(
+            f"a {t.__name__} holding modules, Variables or arrays cannot be a module attribute: plait could not "
+            "see its edits (an added layer would be skipped by cached calls).\n"
+            f"Use {use} (or a plain {'dict' if use.startswith('nnx.Dict') else 'list'}, which plait converts), "
+            "which reports its edits; it keeps insertion order."
+        )
     if t is tuple and any(type(v) in (list, dict, tuple) or hasattr(type(v), "_fields") for v in value):
         return tuple(track(v) for v in value)
     if isinstance(value, tuple) and hasattr(t, "_fields"):  # a NamedTuple (optax states are)
@@ -130,6 +149,26 @@ def track(value: Any) -> Any:
         if any(a is not b for a, b in zip(items, value)):
             return t(*items)
     return value
+
+
+_IMMUTABLE = (tuple, str, bytes, frozenset, type(None))
+_MUTABLE = (_abc.MutableMapping, _abc.MutableSequence, _abc.MutableSet)
+
+
+def _holds_data(value: Any, depth: int = 0) -> bool:
+    """``value`` holds a graph node (Object or Variable) or an array, at any depth."""
+    if hasattr(value, "_plait_seen") or isinstance(value, (np.ndarray, jax.Array)):
+        return True
+    if depth > 8 or isinstance(value, (str, bytes)):
+        return False
+    if isinstance(value, _abc.Mapping):
+        return any(_holds_data(v, depth + 1) for v in value.values())
+    if isinstance(value, (_abc.Collection,)) and not hasattr(value, "shape"):
+        try:
+            return any(_holds_data(v, depth + 1) for v in value)
+        except TypeError:
+            return False
+    return False
 
 
 class Object:

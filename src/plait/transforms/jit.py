@@ -206,10 +206,11 @@ class JitWrapped:
         if not info.graph_out:
             return out
         col = info.collected
+        current = flat.current_leaves()
         full: list = [None] * col.graphdef.num_leaves
         for k2, i in enumerate(col.input_leaf):
             if i >= 0:
-                full[k2] = jax.ShapeDtypeStruct(jax.numpy.shape(flat.leaves[i]), jax.numpy.result_type(flat.leaves[i]))
+                full[k2] = jax.ShapeDtypeStruct(jax.numpy.shape(current[i]), jax.numpy.result_type(current[i]))
         for k2, v in zip(info.emit, values):
             full[k2] = v
         return unflatten(col.graphdef, full)[0][-1]
@@ -248,13 +249,14 @@ class JitWrapped:
             return spec
 
         per_leaf = []
+        current = flat.current_leaves()
         for k, path in enumerate(gd.leaf_paths):
             arg = root_arg[path[0]]
             if arg < 0:
                 per_leaf.append(None)
                 continue
             slot = flat.slots[k]
-            per_leaf.append(resolve(for_arg(arg), path[1:], slot if slot is not None else flat.leaves[k],
+            per_leaf.append(resolve(for_arg(arg), path[1:], slot if slot is not None else current[k],
                                     lambda p=path: path_text(self.fun, n_args, False, p), "jit", "in_shardings",
                                     leaf_types=(jax.sharding.Sharding,)))
         return per_leaf, [for_arg(i) for i in plain_pos]
