@@ -1,0 +1,102 @@
+"""Values never silently lost, stale or mis-shaped (issue 10): containers, update, caches."""
+
+import collections
+import gc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import raises
+
+import plait as nnx
+
+
+class Holder(nnx.Module):
+    pass
+
+
+# -- containers that could not report their edits ---------------------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda layer: collections.OrderedDict(a=layer),
+    lambda layer: collections.defaultdict(list, a=layer),
+    lambda layer: collections.deque([layer]),
+], ids=["OrderedDict", "defaultdict", "deque"])
+def test_mutable_containers_holding_modules_are_refused(make):
+    m = Holder()
+    raises(nnx.GraphError, lambda: setattr(m, "layers", make(nnx.Linear(1, 1, rngs=nnx.Rngs(0)))),
+           "cannot be a module attribute", "nnx.")
+
+
+def test_containers_of_plain_data_are_fine():
+    m = Holder()
+    m.names = collections.OrderedDict(a=1, b=2)
+    m.tags = {"x", "y"}
+    assert list(m.names) == ["a", "b"]
+
+
+def test_edited_dict_of_layers_is_seen_by_a_cached_jit():
+    m = Holder()
+    m.layers = {"a": nnx.Linear(2, 2, rngs=nnx.Rngs(0))}
+    f = nnx.jit(lambda m, x: sum(layer(x) for layer in m.layers.values()))
+    x = jnp.ones((1, 2))
+    one = f(m, x)
+    m.layers["b"] = nnx.Linear(2, 2, rngs=nnx.Rngs(1))
+    two = f(m, x)
+    np.testing.assert_allclose(two, one + m.layers["b"](x), rtol=1e-6)
+
+
+# -- update keeps the model's shapes and dtypes ------------------------------------------------
+
+
+def test_update_with_another_models_shapes_is_an_error():
+    small = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    kernel = small.kernel.value
+    raises(nnx.GraphError, lambda: nnx.update(small, nnx.state(nnx.Linear(3, 4, rngs=nnx.Rngs(0)))),
+           "`kernel`", "(2, 2)", "(3, 4)", "model.kernel.value = new_value")
+    assert small.kernel.value is kernel  # nothing written
+
+
+def test_update_with_another_dtype_is_an_error():
+    m = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    as_int = jax.tree.map(lambda x: x.astype(jnp.int32), nnx.state(m))
+    raises(nnx.GraphError, lambda: nnx.update(m, as_int), "float32", "int32", ".astype")
+    assert m.kernel.value.dtype == jnp.float32
+
+
+def test_update_by_path_checks_shapes_too():
+    m = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    raises(nnx.GraphError, lambda: nnx.update(m, {"bias": nnx.Param(jnp.ones((2, 2)))}), "`bias`", "(2,)",
+           "(2, 2)")
+
+
+def test_update_with_an_unknown_path_says_how_to_add_it():
+    m = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    raises(nnx.GraphError, lambda: nnx.update(m, {"scale": nnx.Param(jnp.ones(2))}), "`scale`",
+           "model.scale = nnx.Param(value)", "kernel")
+
+
+def test_model_surgery_by_setting_the_variable_still_works():
+    m = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    m.kernel.value = jnp.zeros((2, 3))
+    m.bias = nnx.Param(jnp.zeros(3))
+    assert m(jnp.ones((1, 2))).shape == (1, 3)
+
+
+# -- caches do not pin replaced arrays ---------------------------------------------------------
+
+
+def test_update_frees_the_replaced_arrays():
+    m = nnx.Linear(16, 16, rngs=nnx.Rngs(0))
+    nnx.jit(lambda m: m(jnp.ones((1, 16))))(m)  # fill jit's and the flatten caches
+    nnx.state(m)
+    gc.collect()
+    before = {id(a) for a in jax.live_arrays()}
+    for _ in range(4):
+        nnx.update(m, jax.tree.map(lambda x: x + 1, nnx.state(m)))
+    gc.collect()
+    alive = {id(a) for a in jax.live_arrays()} - before
+    mine = {id(m.kernel.value), id(m.bias.value)}
+    assert alive <= mine, f"{len(alive - mine)} replaced arrays still alive"
