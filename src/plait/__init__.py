@@ -9,9 +9,10 @@ Example:
     (1, 2)
 """
 
-from . import filters, initializers, nn, transforms
+from . import checkpoints, filters, initializers, nn, transforms
 from .errors import (
     AxisError,
+    CheckpointError,
     FilterError,
     GraphError,
     LayerError,
@@ -47,7 +48,7 @@ from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount
 __version__ = "0.1.0"
 
 __all__ = [
-    "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "FilterError",
+    "All", "Any", "AxisError", "BatchStat", "Cache", "CheckpointError", "checkpoints", "Dict", "FilterError",
     "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "MissingStreamError", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateError", "TransformError", "Variable", "clone", "filters",

@@ -18,6 +18,7 @@ __all__ = [
     "MissingStreamError",
     "StateError",
     "TransformError",
+    "CheckpointError",
 ]
 
 
@@ -55,6 +56,10 @@ class StateError(PlaitError, ValueError):
 
 class TransformError(PlaitError, TypeError):
     """A transform was called with arguments it does not accept."""
+
+
+class CheckpointError(PlaitError, ValueError):
+    """A checkpoint is missing, or does not hold the state of the objects to restore into."""
 
 
 def describe(path: str, value: object) -> str:
