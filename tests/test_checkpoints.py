@@ -365,3 +365,20 @@ def test_restore_onto_four_devices(multi):
     assert multi["same"] == {"equal": True, "spec": "P(None, 'x')", "devices": 4, "bias_spec": "P()"}
     assert multi["rows"]["equal"] and multi["rows"]["spec"] == "P('x', None)"
     assert multi["abstract"] == {"equal": True, "spec": "P(None, 'x')", "devices": 4, "bias_spec": "P('x',)"}
+
+
+# -- docs/checkpoints.md --------------------------------------------------------------------------
+
+
+def test_docs_code_runs(tmp_path, monkeypatch):
+    """Every ```python block of docs/checkpoints.md, in order, in one namespace."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "checkpoints.md")
+    with open(path) as f:
+        text = f.read()
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    assert len(blocks) >= 8
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "docs_checkpoints"}
+    for block in blocks:
+        exec(compile(block, path, "exec"), namespace)
+    assert namespace["start"] == 50
