@@ -18,6 +18,8 @@ Workloads (sizes in ``maths.py``):
   parameters as a dict.
 - W4 correctness: every layer's dropout mask differs from every other layer's within a
   step, and each layer's mask changes from one step to the next, for every library.
+- W5 checkpoints: save and restore of the W3 model through ``nnx.checkpoints`` against orbax
+  called directly on the same arrays (``checkpoint.py``; skipped without orbax).
 
 Timings are medians of interleaved repeats, with ratios to raw JAX from the same run (see
 ``harness.py``). The libraries' code is in ``impl_*.py`` and ``models_nnx.py``.
@@ -353,6 +355,21 @@ def w3(rep: Report) -> dict:
     return out
 
 
+# -- W5 -----------------------------------------------------------------------------------------
+
+
+def w5(rep: Report) -> None:
+    try:
+        import checkpoint
+        import orbax.checkpoint  # noqa: F401
+    except ImportError as e:  # orbax is in the test extra; run the rest without it
+        rep.add(f"Skipped: {e}")
+        return
+    text, goals = checkpoint.section(rep.s.smoke)
+    rep.add(text)
+    rep.goals.extend(goals)
+
+
 # -- W4 -----------------------------------------------------------------------------------------
 
 
@@ -574,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.add("## W4 correctness: dropout masks")
     w4(rep, w1_out, w2_out)
     sections.append(time.time())
+    rep.add("## W5 checkpoints")
+    w5(rep)
+    sections.append(time.time())
     goals(rep, w1_out, w2_out, w3_out)
 
     elapsed = time.time() - t_start
@@ -620,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write(text)
         print(f"wrote {out_path}")
     print(goals_table)
-    names = ["W1", "W2", "W3", "W4"]
+    names = ["W1", "W2", "W3", "W4", "W5"]
     prev = t_start
     print("section times: " + ", ".join(f"{n} {t - p:.0f}s" for n, t, p in zip(names, sections, [prev, *sections])))
     if rep.failures:

@@ -216,20 +216,27 @@ class CheckpointManager:
         live = self._state(nodes)
         pure = live.to_pure_dict()
         targets = {name: jax.tree.map(_target, pure[name]) for name in nodes if pure.get(name)}
-        self._check(step, targets)
         ocp = self._ocp
         args = ocp.args.Composite(**{name: ocp.args.StandardRestore(t) for name, t in targets.items()})
-        read = self._manager.restore(step, args=args)
+        try:
+            read = self._manager.restore(step, args=args)
+        except (ValueError, KeyError, TypeError) as e:
+            # orbax refuses a target that does not match (names, paths, shapes); reading the
+            # checkpoint's metadata to say where costs as much as the restore, so only now.
+            self._check(step, targets)
+            raise CheckpointError(f"CheckpointManager.restore: orbax could not restore step {step} into "
+                                  f"{', '.join(f'{n}=...' for n in sorted(nodes))}: {e}") from e
         restored = {name: jax.tree.map(_from_disk, read[name], pure[name]) for name in targets}
         live.replace_by_pure_dict(restored)
         update(self._items[1], live)
         return step
 
     def _check(self, step: int, targets: dict) -> None:
-        """The checkpoint holds exactly the arrays ``targets`` asks for, with the same shapes."""
+        """Raise a CheckpointError naming what differs if the checkpoint does not hold exactly the
+        arrays ``targets`` asks for, with the same shapes."""
         try:
             meta = self._manager.item_metadata(step)
-        except Exception:  # metadata is advisory: orbax's restore still checks
+        except Exception:  # the caller reports orbax's own error instead
             return
         names = set(meta.keys()) if isinstance(meta, Mapping) else set(targets)
         for name, target in targets.items():
