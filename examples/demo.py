@@ -196,8 +196,8 @@ def plot(result: dict, path: str) -> None:
 
     history = result["history"]
     epochs = np.arange(1, len(history["loss"]) + 1)
-    fig = plt.figure(figsize=(11, 5.6), dpi=80)
-    curves, digits = fig.subfigures(2, 1, height_ratios=[1.25, 1])
+    fig = plt.figure(figsize=(11, 5.4), dpi=80, layout="constrained")
+    curves, digits = fig.subfigures(2, 1, height_ratios=[1.4, 1])
     for ax, (key, title) in zip(curves.subplots(1, 2), (("loss", "cross-entropy loss"), ("accuracy", "accuracy"))):
         ax.plot(epochs, history[key], label="train (dropout on)")
         ax.plot(epochs, history["test_" + key], label="test")
