@@ -66,7 +66,7 @@ def _is_key(dtype: Any) -> bool:
 
 
 def _to_disk(value: Any) -> Any:
-    """Typed keys become their key data (uint32): orbax versions before ~0.11 cannot save them."""
+    """Typed keys become their key data (uint32): older orbax versions cannot save typed keys."""
     return jax.random.key_data(value) if _is_key(getattr(value, "dtype", None)) else value
 
 
@@ -83,7 +83,8 @@ def _target(value: Any) -> Any:
         return value
     sharding = getattr(value, "sharding", None)
     if _is_key(value.dtype):
-        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(value.shape, value.dtype))
+        data = (jax.random.key_data(value) if isinstance(value, jax.Array)  # eager: cheaper than tracing
+                else jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(value.shape, value.dtype)))
         return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
     return jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)
 
