@@ -358,16 +358,16 @@ def w3(rep: Report) -> dict:
 # -- W5 -----------------------------------------------------------------------------------------
 
 
-def w5(rep: Report) -> None:
+def w5(rep: Report) -> list:
     try:
         import checkpoint
         import orbax.checkpoint  # noqa: F401
     except ImportError as e:  # orbax is in the test extra; run the rest without it
         rep.add(f"Skipped: {e}")
-        return
-    text, goals = checkpoint.section(rep.s.smoke)
+        return []
+    text, w5_goals = checkpoint.section(rep.s.smoke)
     rep.add(text)
-    rep.goals.extend(goals)
+    return w5_goals
 
 
 # -- W4 -----------------------------------------------------------------------------------------
@@ -592,9 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     w4(rep, w1_out, w2_out)
     sections.append(time.time())
     rep.add("## W5 checkpoints")
-    w5(rep)
+    w5_goals = w5(rep)
     sections.append(time.time())
     goals(rep, w1_out, w2_out, w3_out)
+    rep.goals.extend(w5_goals)
 
     elapsed = time.time() - t_start
     load_end = os.getloadavg()

@@ -246,6 +246,8 @@ def test_restore_onto_a_one_device_mesh(tmp_path):
     assert_bitwise(target, model)
 
 
+# orbax leaves the reads of a refused restore to be collected after its event loop closed.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_errors(tmp_path, monkeypatch):
     model, optimizer = fresh()
     manager = nnx.checkpoints.CheckpointManager(tmp_path / "a")
