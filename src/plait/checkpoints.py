@@ -138,6 +138,14 @@ class CheckpointManager:
 
     Use it as a context manager, or call :meth:`close`, so a pending save completes.
 
+    Limitations:
+        - Restore with the names used to save. An object reachable from an earlier name (in
+          sorted order) is saved only there: an optimizer saved with ``model=`` holds no copy
+          of the model, so restoring ``optimizer=`` alone is refused (the paths differ).
+        - One process. Multi-host checkpointing (orbax's multiprocessing options) is not
+          wired through and is untested.
+        - A dtype that differs from the saved one is cast by orbax, not refused.
+
     Example:
         >>> import tempfile, optax, plait as nnx
         >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
