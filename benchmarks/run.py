@@ -20,6 +20,8 @@ Workloads (sizes in ``maths.py``):
   step, and each layer's mask changes from one step to the next, for every library.
 - W5 eval step with metrics: plait's ``MultiMetric`` in ``nnx.jit`` against the same running
   sums in raw JAX (``metrics_eval.py``, also runnable on its own).
+- W6 checkpoints: save and restore of the W3 model through ``nnx.checkpoints`` against orbax
+  called directly on the same arrays (``checkpoint.py``; skipped without orbax).
 
 Timings are medians of interleaved repeats, with ratios to raw JAX from the same run (see
 ``harness.py``). The libraries' code is in ``impl_*.py`` and ``models_nnx.py``.
@@ -356,6 +358,21 @@ def w3(rep: Report) -> dict:
     return out
 
 
+# -- W6 -----------------------------------------------------------------------------------------
+
+
+def w6(rep: Report) -> list:
+    try:
+        import checkpoint
+        import orbax.checkpoint  # noqa: F401
+    except ImportError as e:  # orbax is in the test extra; run the rest without it
+        rep.add(f"Skipped: {e}")
+        return []
+    text, w6_goals = checkpoint.section(rep.s.smoke)
+    rep.add(text)
+    return w6_goals
+
+
 # -- W4 -----------------------------------------------------------------------------------------
 
 
@@ -582,7 +599,11 @@ def main(argv: list[str] | None = None) -> int:
     rep.add(metrics_eval.report(w5_out))
     rep.failures.extend(f"W5 {o['cfg'].name}: plait's metrics and the raw JAX sums disagree" for o in w5_out if not o["agree"])
     sections.append(time.time())
+    rep.add("## W6 checkpoints")
+    w6_goals = w6(rep)
+    sections.append(time.time())
     goals(rep, w1_out, w2_out, w3_out)
+    rep.goals.extend(w6_goals)
     w5_ratio = w5_out[0]["timing"].ratio(metrics_eval.PLAIT)
     rep.goal("W5 eval step with MultiMetric plait / raw JAX <= 1.05 (MNIST-sized)", ratio(w5_ratio), w5_ratio <= 1.05)
 
@@ -630,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write(text)
         print(f"wrote {out_path}")
     print(goals_table)
-    names = ["W1", "W2", "W3", "W4", "W5"]
+    names = ["W1", "W2", "W3", "W4", "W5", "W6"]
     prev = t_start
     print("section times: " + ", ".join(f"{n} {t - p:.0f}s" for n, t, p in zip(names, sections, [prev, *sections])))
     if rep.failures:

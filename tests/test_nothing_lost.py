@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import raises
 
 import plait as nnx
+from helpers import raises
 
 
 class Holder(nnx.Module):

@@ -9,11 +9,12 @@ Example:
     (1, 2)
 """
 
-from . import filters, initializers, metrics, nn, summary, transforms
+from . import checkpoints, filters, initializers, metrics, nn, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
     AxisError,
+    CheckpointError,
     FilterError,
     GraphError,
     LayerError,
@@ -57,13 +58,13 @@ def _hide_own_frames() -> None:
 _hide_own_frames()
 
 __all__ = [
-    "All", "Any", "AxisError", "BatchStat", "Cache", "Dict", "EMA", "FilterError",
+    "All", "Any", "AxisError", "BatchStat", "Cache", "CheckpointError", "Dict", "EMA", "FilterError",
     "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "Metric", "MetricError", "MultiMetric", "MissingStreamError", "ModelAndOptimizer", "Module", "Not", "Object", "OptState", "Optimizer",
     "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
     "SplitBackups", "State", "StateError", "TrainState", "TransformError", "Variable", "clone", "filters",
     "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "metrics", "nn",
     "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "update",
-    "display", "summary", "tabulate",
+    "checkpoints", "display", "summary", "tabulate",
 
     *nn.__all__,
     *transforms.__all__,

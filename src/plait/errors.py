@@ -19,6 +19,7 @@ __all__ = [
     "StateError",
     "TransformError",
     "MetricError",
+    "CheckpointError",
 ]
 
 
@@ -61,3 +62,8 @@ class TransformError(PlaitError, TypeError):
 class MetricError(PlaitError, TypeError, ValueError):
     """A metric's ``update`` got a missing keyword or values it cannot use (a TypeError and a
     ValueError, as the reference raises either)."""
+
+
+class CheckpointError(PlaitError, ValueError):
+    """A checkpoint is missing, or does not hold the state of the objects to restore into."""
+
