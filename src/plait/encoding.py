@@ -179,9 +179,7 @@ class Flat:
         self.post = post or []
         self.cacheable = cacheable and not graphdef.has_raw_leaves
         self.objs = objs
-        # Values are read from the Variables when needed: a cached flattening must not keep the
-        # arrays of its first call alive (after an update they would never be freed).
-        self.leaves = leaves if graphdef.has_raw_leaves else None
+        self.leaves = leaves  # as flattened; a cached Flat drops them (see flatten_cached)
         # The Variable that holds each leaf (None for raw arrays): where values are written.
         self.slots = [objs[n] if n >= 0 else None for n in graphdef.leaf_nodes]
         self.plans: dict = {}  # filters -> how state/split lay out their States (see _states)
@@ -359,6 +357,9 @@ def flatten_cached(roots: tuple) -> Flat:
     if len(_CACHE) > 64:
         _CACHE.clear()
     if flat.cacheable:
+        # Values are read from the Variables when needed: a cached flattening must not keep the
+        # arrays of its first call alive (after an update they would never be freed).
+        flat.leaves = None
         _CACHE[key] = (roots, flat)
     return flat
 

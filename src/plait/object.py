@@ -132,7 +132,8 @@ def track(value: Any) -> Any:
         return List(value)
     if t is dict:
         return Dict(value)
-    if t is not List and t is not Dict and t not in _IMMUTABLE and isinstance(value, _MUTABLE) and _holds_data(value):
+    if (t is not List and t is not Dict and t.__name__ != "State" and t not in _IMMUTABLE
+            and isinstance(value, _MUTABLE) and _holds_data(value)):
         from .errors import GraphError
 
         use = "nnx.Dict({...})" if isinstance(value, _abc.Mapping) else "nnx.List([...])"

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from .filters import Filter, to_predicate
+from .object import structure_changed
 from .variables import Variable
 
 __all__ = ["State", "PathParts", "Origin"]
@@ -77,6 +78,9 @@ class State(MutableMapping):
         return new
 
     def _edited(self) -> None:
+        # A State can be held by a module (optimizer moments are): an edit changes the
+        # structure of the graph it is in, so cached flattenings are dropped, as for List/Dict.
+        structure_changed()
         if self._origin is not None:
             self._origin.intact = False
 
