@@ -442,3 +442,42 @@ def test_avg_pool_count_include_pad_false(padding):
     x = _randn(1, 5, 5, 2)
     assert_close(*both(nnx.avg_pool, fnnx.avg_pool, x, window_shape=(3, 2), strides=(1, 1), padding=padding,
                        count_include_pad=False))
+
+
+# =======================================================================================
+# Filters: the same filter selects the same paths
+# =======================================================================================
+def _filter_model(lib):
+    class M(lib.Module):
+        def __init__(self):
+            rngs = lib.Rngs(0)
+            self.linear = lib.Linear(2, 3, rngs=rngs)
+            self.norm = lib.BatchNorm(3, rngs=rngs)
+            self.rngs = lib.Rngs(0, dropout=1)
+
+    return M()
+
+
+FILTER_CASES = [
+    ("Param", lambda lib: lib.Param),
+    ("OfType", lambda lib: lib.OfType(lib.BatchStat)),
+    ("tag", lambda lib: "dropout"),
+    ("WithTag", lambda lib: lib.WithTag("default")),
+    ("Everything", lambda lib: lib.Everything()),
+    ("Nothing", lambda lib: lib.Nothing()),
+    ("PathContains", lambda lib: lib.PathContains("norm")),
+    ("PathContains inexact", lambda lib: lib.PathContains("ker", exact=False)),
+    ("Not", lambda lib: lib.Not(lib.Param)),
+    ("All", lambda lib: lib.All(lib.RngState, lib.Not(lib.RngKey))),
+    ("Any", lambda lib: lib.Any(lib.BatchStat, "dropout")),
+    ("filterlib", lambda lib: lib.filterlib.OfType(lib.RngKey)),
+]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in FILTER_CASES], ids=[c[0] for c in FILTER_CASES])
+def test_filter_selects_same_paths(make):
+    def paths(lib):
+        state = lib.state(_filter_model(lib), make(lib))
+        return sorted(tuple(map(str, p)) for p, _ in state.flat_state())
+
+    assert paths(nnx) == paths(fnnx)

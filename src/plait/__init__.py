@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import filters, initializers, nn, transforms
+from . import filterlib, filters, initializers, nn, transforms
 from .errors import (
     AxisError,
     FilterError,
@@ -21,7 +21,7 @@ from .errors import (
     StateError,
     TransformError,
 )
-from .filters import All, Any, Not, PathContains
+from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
 from .graph import (
     GraphDef,
     clone,
@@ -54,6 +54,7 @@ __all__ = [
     "flatten", "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "nn",
     "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "unflatten", "update",
 
+    "Everything", "Nothing", "OfType", "WithTag", "filterlib",
     *nn.__all__,
     *transforms.__all__,
 ]

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .filters import Filter, to_predicate
+from .filters import Filter, filters_to_predicates
 from .variables import Variable
 
 __all__ = ["State", "PathParts", "Origin"]
@@ -271,8 +271,9 @@ def _flatten_into(state: State, prefix: tuple, out: list) -> None:
 
 def partition(flat: list, filters: tuple) -> list[list[int]]:
     """Positions in ``flat`` (``[(path, leaf), ...]``) of the entries each filter selects (the
-    first match wins), and last, of those none selects."""
-    predicates = [to_predicate(f) for f in filters]
+    first match wins), and last, of those none selects. ``...`` before another filter is an
+    error (:func:`~plait.filters.filters_to_predicates`)."""
+    predicates = filters_to_predicates(filters)
     parts: list[list[int]] = [[] for _ in range(len(predicates) + 1)]
     for k, (path, leaf) in enumerate(flat):
         for i, predicate in enumerate(predicates):
