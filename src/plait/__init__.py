@@ -20,6 +20,7 @@ from .errors import (
     RngError,
     StateError,
     TransformError,
+    VariableError,
 )
 from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
 from .graph import (
@@ -42,7 +43,22 @@ from .optimizer import Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
 from .state import State
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
-from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount, RngKey, RngState, Variable
+from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
+from .variables import (
+    BatchStat,
+    Cache,
+    Intermediate,
+    OptState,
+    Param,
+    Perturbation,
+    RngCount,
+    RngKey,
+    RngState,
+    Variable,
+    VariableMetadata,
+    VariableState,
+    with_metadata,
+)
 
 __version__ = "0.1.0"
 
@@ -55,6 +71,8 @@ __all__ = [
     "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "unflatten", "update",
 
     "Everything", "Nothing", "OfType", "WithTag", "filterlib",
+    "Perturbation", "VariableError", "VariableMetadata", "VariableState", "register_variable_name",
+    "variable_name_from_type", "variable_type_from_name", "with_metadata",
     *nn.__all__,
     *transforms.__all__,
 ]

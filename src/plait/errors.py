@@ -18,6 +18,7 @@ __all__ = [
     "MissingStreamError",
     "StateError",
     "TransformError",
+    "VariableError",
 ]
 
 
@@ -55,6 +56,11 @@ class StateError(PlaitError, ValueError):
 
 class TransformError(PlaitError, TypeError):
     """A transform was called with arguments it does not accept."""
+
+
+class VariableError(PlaitError, TypeError, ValueError):
+    """A Variable was used in a way its value does not allow (``if v:`` on an array, a call
+    of a non-function, a metadata request it cannot meet)."""
 
 
 def describe(path: str, value: object) -> str:
