@@ -481,3 +481,27 @@ def test_filter_selects_same_paths(make):
         return sorted(tuple(map(str, p)) for p, _ in state.flat_state())
 
     assert paths(nnx) == paths(fnnx)
+
+
+# =======================================================================================
+# Rngs: draws are fold_in(key, count) in both, so samplers and splits agree bitwise
+# =======================================================================================
+@pytest.mark.parametrize("name, args", [("normal", ((2, 3),)), ("uniform", ((4,),)), ("bernoulli", (0.3, (5,))),
+                                        ("randint", ((3,), 0, 10))])
+def test_rngs_samplers_same_values(name, args):
+    p, f = nnx.Rngs(0, dropout=3), fnnx.Rngs(0, dropout=3)
+    for _ in range(2):  # the second draw uses the advanced count
+        np.testing.assert_array_equal(getattr(p, name)(*args), getattr(f, name)(*args))
+        np.testing.assert_array_equal(getattr(p.dropout, name)(*args), getattr(f.dropout, name)(*args))
+
+
+def test_rngs_split_fork_and_initializers_same_keys():
+    def kd(k):
+        return np.asarray(jax.random.key_data(k))
+
+    p, f = nnx.Rngs(params=1, dropout=2), fnnx.Rngs(params=1, dropout=2)
+    ps, fs = p.split({"params": 3, ...: (2, 2)}), f.split({"params": 3, ...: (2, 2)})
+    for name in ("params", "dropout"):
+        np.testing.assert_array_equal(kd(ps[name].key.value), kd(fs[name].key.get_value()))
+    np.testing.assert_array_equal(kd(p.fork().params.key.value), kd(f.fork().params.key.get_value()))
+    np.testing.assert_array_equal(p.params.lecun_normal()((3, 2)), f.params.lecun_normal()((3, 2)))

@@ -40,7 +40,7 @@ from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import Optimizer
-from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
+from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .state import State
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
 from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
@@ -72,7 +72,7 @@ __all__ = [
 
     "Everything", "Nothing", "OfType", "WithTag", "filterlib",
     "Perturbation", "VariableError", "VariableMetadata", "VariableState", "register_variable_name",
-    "variable_name_from_type", "variable_type_from_name", "with_metadata",
+    "variable_name_from_type", "variable_type_from_name", "with_metadata", "fork_rngs", "with_rngs",
     *nn.__all__,
     *transforms.__all__,
 ]
