@@ -69,6 +69,14 @@ class State(MutableMapping):
             for key, value in mapping.items():
                 self._mapping[key] = State(value) if _is_mapping(value) else value
 
+    # Pickled without its Origin: positions are a fast path for this process's GraphDefs.
+    def __getstate__(self) -> dict:
+        return self._mapping
+
+    def __setstate__(self, mapping: dict) -> None:
+        self._mapping = mapping
+        self._origin = None
+
     @classmethod
     def _wrap(cls, mapping: dict) -> State:
         new = object.__new__(cls)

@@ -489,6 +489,16 @@ class Variable(Generic[A]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({_describe_value(self._value)}{_meta_text(self._meta)})"
 
+    # Pickling keeps the value and metadata; the trace token is this process's (a Variable
+    # that was checked is checked against the trace it is unpickled in).
+    def __getstate__(self) -> tuple:
+        return (self._value, self._meta, self._trace is not None)
+
+    def __setstate__(self, state: tuple) -> None:
+        self._value, self._meta, checked = state
+        self._plait_seen = False
+        self._trace = trace_state() if checked else None
+
     # Variables are mutable cells: identity, not value, decides equality and hashing.
     __hash__ = object.__hash__
 
