@@ -124,8 +124,9 @@ class Variable(Generic[A]):
 
     # _trace: the JAX trace this Variable belongs to (None: a value in a State, not checked)
     __slots__ = ("_value", "_meta", "_plait_seen", "_trace")
-    # False when a class (or its metadata) changes what reading gives: see _read
+    # False when a class changes what reading gives (see _read) / what creating stores
     _plait_plain_get = True
+    _plait_plain_create = True
 
     def __init__(self, value: Any, *, hijax: bool | None = None, ref: bool | None = None,
                  eager_sharding: bool | None = None, **metadata: Any) -> None:
@@ -146,6 +147,8 @@ class Variable(Generic[A]):
         self._plait_seen = False
         self._trace = trace_state()
         self._value = value
+        if self._plait_plain_create and not (metadata and "on_create_value" in metadata):
+            return
         for hook in self._hooks("on_create_value"):
             value = hook(self, value)
         self._value = self.create_value(value)
@@ -155,6 +158,8 @@ class Variable(Generic[A]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._plait_plain_get = cls.get_value is Variable.get_value and getattr(cls, "on_get_value", None) is None
+        cls._plait_plain_create = (cls.create_value is Variable.create_value
+                                   and getattr(cls, "on_create_value", None) is None)
         _register(cls)
 
     def _hooks(self, name: str) -> tuple:
@@ -174,7 +179,9 @@ class Variable(Generic[A]):
     # -- value ------------------------------------------------------------------------------
     @property
     def value(self) -> Any:
-        return self._read()
+        if self._plait_plain_get and not (self._meta and "on_get_value" in self._meta):
+            return self._value  # _read inlined: the common case costs one attribute read
+        return self.get_value()
 
     @value.setter
     def value(self, new: Any) -> None:
