@@ -670,6 +670,19 @@ def test_add_and_remove_axis_call_hooks_with_the_reference_signature():
         remove_axis([v], 0, "batch")
 
 
+def test_axis_helpers_take_the_reference_transform_metadata():
+    from plait.variables import add_axis, remove_axis
+
+    v = nnx.Param(jnp.ones((2, 2)), out_sharding=("a", "b"), logical=("x", "y"), other=3)
+    meta = {nnx.PARTITION_NAME: "layers", "logical": "stack"}
+    add_axis([v], 0, meta)
+    assert v.out_sharding == ("layers", "a", "b") and v.logical == ("stack", "x", "y") and v.other == 3
+    remove_axis([v], 0, meta)
+    assert v.out_sharding == ("a", "b") and v.logical == ("x", "y")
+    with pytest.raises(nnx.VariableError, match="PARTITION_NAME"):
+        add_axis([v], 0, {"logical": "stack"})
+
+
 def test_add_axis_pads_a_short_out_sharding():
     from plait.variables import add_axis
 

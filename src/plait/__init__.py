@@ -45,6 +45,7 @@ from .state import State
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
 from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
 from .variables import (
+    PARTITION_NAME,
     BatchStat,
     Cache,
     Intermediate,
@@ -72,7 +73,7 @@ __all__ = [
 
     "Everything", "Nothing", "OfType", "WithTag", "filterlib",
     "Perturbation", "VariableError", "VariableMetadata", "VariableState", "register_variable_name",
-    "variable_name_from_type", "variable_type_from_name", "with_metadata", "fork_rngs", "with_rngs",
+    "variable_name_from_type", "variable_type_from_name", "with_metadata", "fork_rngs", "with_rngs", "PARTITION_NAME",
     *nn.__all__,
     *transforms.__all__,
 ]
