@@ -505,3 +505,17 @@ def test_rngs_split_fork_and_initializers_same_keys():
         np.testing.assert_array_equal(kd(ps[name].key.value), kd(fs[name].key.get_value()))
     np.testing.assert_array_equal(kd(p.fork().params.key.value), kd(f.fork().params.key.get_value()))
     np.testing.assert_array_equal(p.params.lecun_normal()((3, 2)), f.params.lecun_normal()((3, 2)))
+
+
+def test_with_rngs_and_split_rngs_copies_same_keys():
+    def kd(k):
+        return np.asarray(jax.random.key_data(k))
+
+    p = nnx.with_rngs(nnx.Rngs(params=0, dropout=1), split={"params": 4}, fork=nnx.Not("params"))
+    f = fnnx.with_rngs(fnnx.Rngs(params=0, dropout=1), split={"params": 4}, fork=fnnx.Not("params"), graph=False)
+    for name in ("params", "dropout"):
+        np.testing.assert_array_equal(kd(p[name].key.value), kd(f[name].key.get_value()))
+    p = nnx.split_rngs(nnx.Rngs(params=0, dropout=1), splits=3, only="params", graph_updates=False)
+    f = fnnx.split_rngs(fnnx.Rngs(params=0, dropout=1), splits=3, only="params", graph_updates=False)
+    for name in ("params", "dropout"):
+        np.testing.assert_array_equal(kd(p[name].key.value), kd(f[name].key.get_value()))

@@ -798,3 +798,19 @@ def test_reseed_policies():
         assert same_key(rngs.default.key.value, jax.random.split(jax.random.key(1), 3))
     with pytest.raises(nnx.RngError, match="policy"):
         nnx.reseed(rngs, default=1, policy="sometimes")
+
+
+def test_split_rngs_graph_updates_false_returns_a_split_copy():
+    rngs = nnx.Rngs(params=0, dropout=1)
+    new = nnx.split_rngs(rngs, splits=5, only="params", graph_updates=False)
+    assert new.params.key.value.shape == (5,) and new.dropout.key.value.shape == ()
+    assert same_key(new.params.key.value, jax.random.split(_fold(0, 0), 5))
+    assert rngs.params.key.value.shape == () and int(rngs.params.count.value) == 1
+
+    @nnx.split_rngs(splits=2, graph_updates=False)
+    def shape_of(rngs):
+        return rngs.default.key.value.shape
+
+    rngs = nnx.Rngs(0)
+    assert shape_of(rngs) == (2,) and rngs.default.key.value.shape == ()
+    assert nnx.split_rngs(rngs, splits=1, squeeze=True, graph_updates=False).default.key.value.shape == ()

@@ -431,6 +431,8 @@ def split_rngs(
     splits: int | tuple[int, ...],
     only: Filter = ...,
     squeeze: bool = False,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
 ) -> Any:
     """Split RNG streams into ``splits`` keys, for the length of a call or a ``with`` block.
 
@@ -439,6 +441,9 @@ def split_rngs(
     ``node`` it splits now and returns a :class:`SplitBackups` (a context manager).
     ``only`` is a filter on streams (a stream name such as ``'dropout'``, ``nnx.RngState``, ...).
     ``squeeze=True`` (with ``splits=1``) reseeds each stream from one draw without adding an axis.
+    ``graph_updates=False`` leaves the streams as they are (but for the draw each split
+    consumes) and returns a copy of ``node`` with split streams instead (the decorator
+    passes such copies to the function), as :func:`with_rngs` does.
 
     Example:
         >>> import plait as nnx
@@ -449,20 +454,45 @@ def split_rngs(
         >>> create(nnx.Rngs(0)).kernel.value.shape
         (3, 2, 2)
     """
+    _check_graph_modes("split_rngs", graph, None, copies=False)
     if node is not _MISSING:
-        if callable(node) and not isinstance(node, Object):
+        if callable(node) and not isinstance(node, (Object, Variable)):
             raise TypeError("split_rngs takes keyword arguments only when used as a decorator: @nnx.split_rngs(splits=3)")
+        if graph_updates is False:
+            return _split_copy(node, splits, only, squeeze)
         return _split_streams(node, splits, only, squeeze)
 
     def decorator(f: Callable) -> Callable:
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if graph_updates is False:
+                args, kwargs = _split_copy((args, kwargs), splits, only, squeeze)
+                return f(*args, **kwargs)
             with _split_streams((args, kwargs), splits, only, squeeze):
                 return f(*args, **kwargs)
 
         return wrapper
 
     return decorator
+
+
+def _split_copy(node: Any, splits: Any, only: Filter, squeeze: bool) -> Any:
+    if squeeze and splits not in (1, (1,)):
+        raise RngError(f"split_rngs(squeeze=True) needs splits=1, got splits={splits!r}")
+    predicate = to_predicate(only)
+
+    def split(path: tuple, stream: RngStream) -> RngStream | None:
+        if not _stream_matches(predicate, path, stream):
+            return None
+        if jnp.ndim(stream.key.value) != 0:
+            raise RngError(
+                f"split_rngs: stream {stream.tag!r} at `{'.'.join(map(str, path)) or '<root>'}` is already split "
+                f"(key shape {tuple(jnp.shape(stream.key.value))}); split it inside the vmap/scan that maps it."
+            )
+        key = stream()
+        return RngStream(key if squeeze else jax.random.split(key, splits), tag=stream.tag)
+
+    return _copy_with_streams(node, split)
 
 
 def _check_graph_modes(what: str, graph: Any, graph_updates: Any, copies: bool) -> None:
