@@ -171,6 +171,16 @@ def test_every_layer_kind_pickles(lib):
     np.testing.assert_allclose(back["layers"][4](x), layers[4](x))
 
 
+@pytest.mark.parametrize("lib", PICKLERS)
+def test_variable_with_metadata_hooks_pickles(lib):
+    scale = 3.0
+    init = nnx.with_metadata(nnx.initializers.ones, on_get_value=lambda v, x: x * scale, out_sharding=("a",))
+    v = nnx.Param(init(jax.random.key(0), (2,)))
+    w = roundtrip(lib, v)
+    assert w.out_sharding == ("a",)
+    np.testing.assert_array_equal(w.value, [3.0, 3.0])
+
+
 def test_closure_without_cloudpickle_is_a_clear_error(monkeypatch):
     import sys
 

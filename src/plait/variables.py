@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from .errors import VariableError
-from .object import closed_over_error, owner_path, structure_changed, trace_state
+from .object import _portable, closed_over_error, owner_path, structure_changed, trace_state
 
 __all__ = [
     "Variable",
@@ -500,7 +500,8 @@ class Variable(Generic[A]):
     # Pickling keeps the value and metadata; the trace token is this process's (a Variable
     # that was checked is checked against the trace it is unpickled in).
     def __getstate__(self) -> tuple:
-        return (self._value, self._meta, self._trace is not None)
+        meta = {k: _portable(v, k, self) for k, v in self._meta.items()} if self._meta else self._meta
+        return (self._value, meta, self._trace is not None)
 
     def __setstate__(self, state: tuple) -> None:
         self._value, self._meta, checked = state
