@@ -442,3 +442,80 @@ def test_avg_pool_count_include_pad_false(padding):
     x = _randn(1, 5, 5, 2)
     assert_close(*both(nnx.avg_pool, fnnx.avg_pool, x, window_shape=(3, 2), strides=(1, 1), padding=padding,
                        count_include_pad=False))
+
+
+# =======================================================================================
+# Filters: the same filter selects the same paths
+# =======================================================================================
+def _filter_model(lib):
+    class M(lib.Module):
+        def __init__(self):
+            rngs = lib.Rngs(0)
+            self.linear = lib.Linear(2, 3, rngs=rngs)
+            self.norm = lib.BatchNorm(3, rngs=rngs)
+            self.rngs = lib.Rngs(0, dropout=1)
+
+    return M()
+
+
+FILTER_CASES = [
+    ("Param", lambda lib: lib.Param),
+    ("OfType", lambda lib: lib.OfType(lib.BatchStat)),
+    ("tag", lambda lib: "dropout"),
+    ("WithTag", lambda lib: lib.WithTag("default")),
+    ("Everything", lambda lib: lib.Everything()),
+    ("Nothing", lambda lib: lib.Nothing()),
+    ("PathContains", lambda lib: lib.PathContains("norm")),
+    ("PathContains inexact", lambda lib: lib.PathContains("ker", exact=False)),
+    ("Not", lambda lib: lib.Not(lib.Param)),
+    ("All", lambda lib: lib.All(lib.RngState, lib.Not(lib.RngKey))),
+    ("Any", lambda lib: lib.Any(lib.BatchStat, "dropout")),
+    ("filterlib", lambda lib: lib.filterlib.OfType(lib.RngKey)),
+]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in FILTER_CASES], ids=[c[0] for c in FILTER_CASES])
+def test_filter_selects_same_paths(make):
+    def paths(lib):
+        state = lib.state(_filter_model(lib), make(lib))
+        return sorted(tuple(map(str, p)) for p, _ in state.flat_state())
+
+    assert paths(nnx) == paths(fnnx)
+
+
+# =======================================================================================
+# Rngs: draws are fold_in(key, count) in both, so samplers and splits agree bitwise
+# =======================================================================================
+@pytest.mark.parametrize("name, args", [("normal", ((2, 3),)), ("uniform", ((4,),)), ("bernoulli", (0.3, (5,))),
+                                        ("randint", ((3,), 0, 10))])
+def test_rngs_samplers_same_values(name, args):
+    p, f = nnx.Rngs(0, dropout=3), fnnx.Rngs(0, dropout=3)
+    for _ in range(2):  # the second draw uses the advanced count
+        np.testing.assert_array_equal(getattr(p, name)(*args), getattr(f, name)(*args))
+        np.testing.assert_array_equal(getattr(p.dropout, name)(*args), getattr(f.dropout, name)(*args))
+
+
+def test_rngs_split_fork_and_initializers_same_keys():
+    def kd(k):
+        return np.asarray(jax.random.key_data(k))
+
+    p, f = nnx.Rngs(params=1, dropout=2), fnnx.Rngs(params=1, dropout=2)
+    ps, fs = p.split({"params": 3, ...: (2, 2)}), f.split({"params": 3, ...: (2, 2)})
+    for name in ("params", "dropout"):
+        np.testing.assert_array_equal(kd(ps[name].key.value), kd(fs[name].key.get_value()))
+    np.testing.assert_array_equal(kd(p.fork().params.key.value), kd(f.fork().params.key.get_value()))
+    np.testing.assert_array_equal(p.params.lecun_normal()((3, 2)), f.params.lecun_normal()((3, 2)))
+
+
+def test_with_rngs_and_split_rngs_copies_same_keys():
+    def kd(k):
+        return np.asarray(jax.random.key_data(k))
+
+    p = nnx.with_rngs(nnx.Rngs(params=0, dropout=1), split={"params": 4}, fork=nnx.Not("params"))
+    f = fnnx.with_rngs(fnnx.Rngs(params=0, dropout=1), split={"params": 4}, fork=fnnx.Not("params"), graph=False)
+    for name in ("params", "dropout"):
+        np.testing.assert_array_equal(kd(p[name].key.value), kd(f[name].key.get_value()))
+    p = nnx.split_rngs(nnx.Rngs(params=0, dropout=1), splits=3, only="params", graph_updates=False)
+    f = fnnx.split_rngs(fnnx.Rngs(params=0, dropout=1), splits=3, only="params", graph_updates=False)
+    for name in ("params", "dropout"):
+        np.testing.assert_array_equal(kd(p[name].key.value), kd(f[name].key.get_value()))

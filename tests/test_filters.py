@@ -182,3 +182,60 @@ def test_named_filters_compare_by_what_they_match():
     assert to_predicate(...) == to_predicate(True)
     assert to_predicate(None) == to_predicate(False)
     assert to_predicate((nnx.Param, "x")) == nnx.Any(nnx.Param, "x")
+
+
+# -- the reference's named filters and filterlib ---------------------------------------------
+def test_named_filters_are_exported_and_match_like_their_shorthands(model):
+    assert selected(nnx.state(model, nnx.OfType(nnx.Param))) == PARAMS
+    assert selected(nnx.state(model, nnx.WithTag("dropout"))) == [DROP_KEY, DROP_COUNT]
+    assert selected(nnx.state(model, nnx.Everything())) == ALL
+    assert selected(nnx.state(model, nnx.Nothing())) == []
+    assert to_predicate(nnx.Param) == nnx.OfType(nnx.Param)
+    assert nnx.OfType(nnx.Param).type is nnx.Param
+    assert to_predicate(...) == nnx.Everything() and to_predicate(None) == nnx.Nothing()
+
+
+def test_filterlib_is_the_filters_module_under_the_reference_name():
+    from plait.filterlib import PathContains
+
+    assert nnx.filterlib.OfType is nnx.OfType
+    assert nnx.filterlib.to_predicate is to_predicate
+    assert PathContains is nnx.PathContains
+
+
+def test_path_contains_inexact_matches_part_of_an_element(model):
+    assert selected(nnx.state(model, nnx.PathContains("kern", exact=False))) == [KERNEL, B_KERNEL]
+    assert selected(nnx.state(model, nnx.PathContains("kern"))) == []
+    assert nnx.PathContains("a", exact=False) != nnx.PathContains("a")
+    assert repr(nnx.PathContains("a", exact=False)) == "PathContains('a', exact=False)"
+
+
+def test_path_in_selects_exact_paths(model):
+    chosen = nnx.state(model, nnx.filters.PathIn(KERNEL, STATS, ("nowhere",)))
+    assert selected(chosen) == [KERNEL, STATS]
+
+
+def test_with_tag_matches_a_stream_itself():
+    rngs = nnx.Rngs(0, dropout=1)
+    assert nnx.WithTag("dropout")((), rngs.dropout)
+    assert not nnx.WithTag("dropout")((), rngs.default)
+
+
+@pytest.mark.parametrize("filters", [(..., nnx.Param), (True, nnx.Param, ...), (nnx.Everything(), "dropout")],
+                         ids=["ellipsis", "True", "Everything"])
+def test_catch_all_before_another_filter_is_a_filter_error(model, filters):
+    for use in (
+        lambda: nnx.state(model, *filters),
+        lambda: nnx.split(model, *filters),
+        lambda: nnx.state(model).filter(*filters),
+        lambda: nnx.state(model).split(*filters),
+    ):
+        with pytest.raises(nnx.FilterError, match="matches everything") as info:
+            use()
+        assert "would never match" in str(info.value) and "put `...` last" in str(info.value)
+
+
+def test_catch_alls_may_repeat_at_the_end(model):
+    params, rest, empty = nnx.state(model, nnx.Param, ..., True)
+    assert selected(params) == PARAMS and selected(empty) == []
+    assert selected(rest) == not_in(PARAMS)

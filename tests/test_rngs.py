@@ -579,3 +579,238 @@ def test_different_seed_different_draws():
     keys2, kernel2, _ = _program(10)
     assert not np.array_equal(keys1[0], keys2[0])
     assert not np.array_equal(kernel1, kernel2)
+
+
+# ---------------------------------------------------------------------------------------
+# samplers, initializers and the names Rngs answers to
+# ---------------------------------------------------------------------------------------
+
+
+def _fold(seed, count):
+    return jax.random.fold_in(jax.random.key(seed), count)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("normal", ((2, 3),)), ("bernoulli", (0.3, (5,))), ("randint", ((3,), 0, 10)),
+    ("categorical", (jnp.zeros(4), -1, (2,))),
+])
+def test_samplers_draw_from_the_default_stream_like_jax_random(name, args):
+    rngs = nnx.Rngs(0)
+    out = getattr(rngs, name)(*args)
+    np.testing.assert_array_equal(out, getattr(jax.random, name)(_fold(0, 0), *args))
+    assert int(rngs.default.count.value) == 1
+    # and on a stream, from that stream
+    rngs = nnx.Rngs(0, dropout=7)
+    out = getattr(rngs.dropout, name)(*args)
+    np.testing.assert_array_equal(out, getattr(jax.random, name)(_fold(7, 0), *args))
+    assert int(rngs.dropout.count.value) == 1 and int(rngs.default.count.value) == 0
+
+
+def test_every_reference_sampler_and_initializer_exists_with_jax_signature():
+    import inspect
+
+    from plait.rngs import INITIALIZERS, SAMPLERS
+
+    rngs = nnx.Rngs(0)
+    for name in SAMPLERS:
+        if hasattr(jax.random, name):
+            method = getattr(rngs, name)
+            jax_params = list(inspect.signature(getattr(jax.random, name)).parameters)[1:]
+            assert list(inspect.signature(method).parameters) == jax_params, name
+    for name in INITIALIZERS:
+        assert callable(getattr(rngs.params, name))
+
+
+def test_samplers_keyword_arguments_and_inside_jit():
+    rngs = nnx.Rngs(0)
+    out = rngs.uniform((3,), minval=2.0, maxval=3.0, dtype=jnp.float16)
+    assert out.dtype == jnp.float16 and bool(((out >= 2) & (out <= 3)).all())
+
+    @nnx.jit
+    def draw(rngs):
+        return rngs.normal((2,))
+
+    a, b = draw(rngs), draw(rngs)
+    np.testing.assert_array_equal(a, jax.random.normal(_fold(0, 1), (2,)))
+    np.testing.assert_array_equal(b, jax.random.normal(_fold(0, 2), (2,)))
+    assert int(rngs.default.count.value) == 3
+
+
+def test_keyless_initializers_draw_a_key_per_call():
+    rngs = nnx.Rngs(params=0)
+    init = rngs.params.lecun_normal()
+    a, b = init((3, 4)), init((3, 4), jnp.float32)
+    expected = jax.nn.initializers.lecun_normal()(_fold(0, 0), (3, 4))
+    np.testing.assert_array_equal(a, expected)
+    assert a.shape == (3, 4) and not np.array_equal(a, b)
+    assert int(rngs.params.count.value) == 2
+    assert rngs.glorot_uniform(in_axis=0, out_axis=1) is not None  # Rngs without default: fails on use only
+
+
+def test_a_stream_named_like_a_sampler_is_the_stream():
+    rngs = nnx.Rngs(0, normal=1)
+    assert isinstance(rngs.normal, nnx.RngStream)
+    assert rngs.uniform((2,)).shape == (2,)
+
+
+def test_stream_names_still_fall_back_to_default():
+    rngs = nnx.Rngs(0)
+    assert rngs.params is rngs.default and rngs.anything_else is rngs.default
+    assert rngs["dropout"] is rngs.default
+
+
+@pytest.mark.parametrize("name", ["shape", "dtype", "value", "key", "count", "tag", "_private"])
+def test_probe_and_private_names_are_not_streams(name):
+    rngs = nnx.Rngs(0)
+    assert not hasattr(rngs, name)
+    with pytest.raises(nnx.MissingStreamError, match=f"no attribute '{name}'") as info:
+        getattr(rngs, name)
+    assert "rngs.STREAM.key" in str(info.value) and "streams: default" in str(info.value)
+    assert getattr(nnx.Rngs(0, **{name: 1}), name).tag == name  # a real stream of that name is fine
+
+
+def test_rngs_mapping_protocol():
+    rngs = nnx.Rngs({"params": 0}, dropout=1)
+    assert list(rngs) == ["params", "dropout"] and len(rngs) == 2
+    assert dict(rngs.items()) == rngs.streams()
+    assert "params" in rngs and "default" not in rngs
+
+
+# ---------------------------------------------------------------------------------------
+# split, broadcast, fork forms
+# ---------------------------------------------------------------------------------------
+
+
+def test_rngs_split_all_and_by_filter():
+    rngs = nnx.Rngs(params=1, dropout=2, noise=3)
+    new = rngs.split(5)
+    assert all(new[n].key.value.shape == (5,) and new[n].count.value.shape == (5,) for n in ("params", "dropout"))
+    assert same_key(new.params.key.value, jax.random.split(_fold(1, 0), 5))
+    new = rngs.split({"params": 5, "dropout": None, ...: (2, 5)})
+    assert new.params.key.value.shape == (5,) and new.noise.key.value.shape == (2, 5)
+    assert new.dropout is rngs.dropout  # unsplit streams are shared, so no key is drawn twice
+    with pytest.raises(nnx.RngError, match="mapping"):
+        rngs.split("params")
+
+
+def test_stream_split_and_broadcast():
+    stream = nnx.RngStream(0, tag="x")
+    s = stream.split(3)
+    assert same_key(s.key.value, jax.random.split(_fold(0, 0), 3)) and s.tag == "x"
+    b = nnx.Rngs(0).broadcast(4)
+    keys = kd(b.default.key.value)
+    assert keys.shape[0] == 4 and (keys == keys[0]).all()
+    b = nnx.Rngs(params=0, dropout=1).broadcast({"params": 2})
+    assert b.params.key.value.shape == (2,) and b.dropout.key.value.shape == ()
+
+
+def test_fork_split_mapping():
+    child = nnx.Rngs(params=0, dropout=1).fork(split={"params": 2, ...: None})
+    assert child.params.key.value.shape == (2,) and child.dropout.key.value.shape == ()
+    assert same_key(child.dropout.key.value, _fold(1, 0))
+
+
+# ---------------------------------------------------------------------------------------
+# with_rngs and fork_rngs
+# ---------------------------------------------------------------------------------------
+
+
+class _Pair(nnx.Module):
+    def __init__(self):
+        self.rngs = nnx.Rngs(params=0, dropout=1)
+        self.again = self.rngs  # shared
+        self.w = nnx.Param(jnp.ones(2))
+
+
+def test_with_rngs_on_a_module_copies_modules_shares_variables():
+    m = _Pair()
+    new = nnx.with_rngs(m, split={"params": 4}, fork="dropout")
+    assert new is not m and new.rngs is new.again and new.rngs is not m.rngs
+    assert new.w is m.w  # Variables other than the new streams' are shared, as in the reference
+    assert new.rngs.params.key.value.shape == (4,)
+    assert same_key(new.rngs.params.key.value, jax.random.split(_fold(0, 0), 4))
+    assert same_key(new.rngs.dropout.key.value, _fold(1, 0))
+    assert int(m.rngs.params.count.value) == 1 and int(m.rngs.dropout.count.value) == 1
+    assert m.rngs.params.key.value.shape == ()
+
+
+def test_with_rngs_untouched_streams_share_their_state():
+    rngs = nnx.Rngs(params=0, dropout=1)
+    new = nnx.with_rngs(rngs, split={"params": 2})
+    assert new.dropout.key is rngs.dropout.key and new.dropout.count is rngs.dropout.count
+    a, b = new.dropout(), rngs.dropout()
+    assert not same_key(a, b)  # one counter: no repeated keys
+
+
+def test_with_rngs_only_and_broadcast_and_catch_all():
+    rngs = nnx.Rngs(params=0, dropout=1)
+    new = nnx.with_rngs(rngs, broadcast=3, only="params")
+    assert new.params.key.value.shape == (3,) and new.dropout.key.value.shape == ()
+    new = nnx.with_rngs(rngs, split={"params": 2}, fork=...)  # the catch-all fork yields to split
+    assert new.params.key.value.shape == (2,) and int(new.dropout.count.value) == 0
+
+
+def test_with_rngs_conflicting_rules_name_the_stream():
+    with pytest.raises(nnx.RngError, match="'params'.*several rules"):
+        nnx.with_rngs(nnx.Rngs(params=0), split={"params": 2}, fork="params")
+
+
+def test_with_rngs_decorator_and_modes():
+    @nnx.with_rngs(split=3)
+    def shapes(rngs):
+        return rngs.default.key.value.shape
+
+    rngs = nnx.Rngs(0)
+    assert shapes(rngs) == (3,) and rngs.default.key.value.shape == ()
+    assert nnx.with_rngs(rngs, split=2, graph=False).default.key.value.shape == (2,)
+    with pytest.raises(nnx.RngError, match="graph_updates"):
+        nnx.with_rngs(rngs, split=2, graph_updates=True)
+
+
+def test_fork_rngs_in_place_restores_and_keeps_the_draw():
+    m = _Pair()
+    with nnx.fork_rngs(m, split={"params": 2, ...: None}):
+        assert m.rngs.params.key.value.shape == (2,)
+        assert same_key(m.rngs.dropout.key.value, _fold(1, 0))
+        assert int(m.rngs.dropout.count.value) == 0
+    assert m.rngs.params.key.value.shape == () and same_key(m.rngs.dropout.key.value, jax.random.key(1))
+    assert int(m.rngs.dropout.count.value) == 1  # the fork consumed a draw: the next fork differs
+
+
+def test_fork_rngs_decorator_and_copy():
+    @nnx.fork_rngs()
+    def key_of(rngs):
+        return rngs.default.key.value
+
+    rngs = nnx.Rngs(0)
+    assert same_key(key_of(rngs), _fold(0, 0)) and same_key(key_of(rngs), _fold(0, 1))
+    assert same_key(rngs.default.key.value, jax.random.key(0))
+    copy = nnx.fork_rngs(rngs, graph_updates=False)
+    assert copy is not rngs and same_key(copy.default.key.value, _fold(0, 2))
+
+
+def test_reseed_policies():
+    rngs = nnx.Rngs(0)
+    with nnx.split_rngs(rngs, splits=3):
+        with pytest.raises(nnx.RngError, match="match_shape"):
+            nnx.reseed(rngs, default=1)
+        nnx.reseed(rngs, default=1, policy="match_shape")
+        assert same_key(rngs.default.key.value, jax.random.split(jax.random.key(1), 3))
+    with pytest.raises(nnx.RngError, match="policy"):
+        nnx.reseed(rngs, default=1, policy="sometimes")
+
+
+def test_split_rngs_graph_updates_false_returns_a_split_copy():
+    rngs = nnx.Rngs(params=0, dropout=1)
+    new = nnx.split_rngs(rngs, splits=5, only="params", graph_updates=False)
+    assert new.params.key.value.shape == (5,) and new.dropout.key.value.shape == ()
+    assert same_key(new.params.key.value, jax.random.split(_fold(0, 0), 5))
+    assert rngs.params.key.value.shape == () and int(rngs.params.count.value) == 1
+
+    @nnx.split_rngs(splits=2, graph_updates=False)
+    def shape_of(rngs):
+        return rngs.default.key.value.shape
+
+    rngs = nnx.Rngs(0)
+    assert shape_of(rngs) == (2,) and rngs.default.key.value.shape == ()
+    assert nnx.split_rngs(rngs, splits=1, squeeze=True, graph_updates=False).default.key.value.shape == ()

@@ -127,9 +127,9 @@ def test_a_state_split_from_one_model_updates_an_equal_structure(model):
 def test_state_copies_share_metadata_until_one_is_set(model):
     state = nnx.state(model)
     copy = state["linear"]["kernel"]
-    copy.set_metadata("sharding", ("a", None))
-    assert copy.sharding == ("a", None)
-    assert "sharding" not in model.linear.kernel.get_metadata()
+    copy.set_metadata("out_sharding", ("a", None))
+    assert copy.out_sharding == ("a", None)
+    assert "out_sharding" not in model.linear.kernel.get_metadata()
 
 
 def test_structural_filters_are_planned_once_and_value_filters_each_time(model):

@@ -101,10 +101,22 @@ def test_variable_wrapping_variable_takes_its_value():
 
 
 def test_metadata_as_attributes():
-    v = nnx.Param(jnp.ones(2), note="init", sharding=("data", None))
+    v = nnx.Param(jnp.ones(2), note="init", out_sharding=("data", None))
     assert v.note == "init"
-    assert v.sharding == ("data", None)
-    assert v.get_metadata() == {"note": "init", "sharding": ("data", None)}
+    assert v.out_sharding == ("data", None)
+    assert v.get_metadata() == {"note": "init", "out_sharding": ("data", None)}
+
+
+@pytest.mark.parametrize("old", ["sharding", "sharding_names"])
+def test_old_sharding_names_become_out_sharding(old):
+    # As in the reference: the old keywords are renamed (with a warning), and `v.sharding`
+    # is then the array's own sharding, not the metadata.
+    with pytest.warns(DeprecationWarning, match="out_sharding"):
+        v = nnx.Param(jnp.ones(2), **{old: ("data",)})
+    assert v.get_metadata() == {"out_sharding": ("data",)}
+    assert v.sharding == v.value.sharding
+    with pytest.warns(DeprecationWarning):
+        assert v.sharding_names == ("data",)
 
 
 def test_get_metadata_returns_a_copy():
@@ -494,3 +506,275 @@ def test_repr_shows_type_shape_dtype(cls):
 def test_repr_of_non_array_value():
     assert repr(nnx.Param(3)) == "Param(3)"
     assert repr(nnx.Cache(None, a=1)) == "Cache(None, a=1)"
+
+
+# ---------------------------------------------------------------------------------------
+# the reference's Variable API: annotations, metadata forms, hooks, names
+# ---------------------------------------------------------------------------------------
+
+
+def test_generic_subscript_for_annotations_and_subclassing():
+    import typing
+
+    alias = nnx.Param[jax.Array]
+    assert typing.get_origin(alias) is nnx.Param and typing.get_args(alias) == (jax.Array,)
+
+    class Mine(nnx.Variable[jax.Array]):
+        pass
+
+    assert issubclass(Mine, nnx.Variable)
+    leaves = jax.tree.leaves(Mine(jnp.ones(2)))
+    assert len(leaves) == 1 and leaves[0].shape == (2,)
+
+
+def test_get_metadata_by_name_and_default():
+    v = nnx.Param(0, note="a")
+    assert v.get_metadata("note") == "a"
+    assert v.get_metadata("other", 7) == 7
+    with pytest.raises(KeyError, match="note"):
+        v.get_metadata("other")
+    assert v.get_metadata(exclude_required=True) == {"note": "a"}
+
+
+def test_set_metadata_forms_and_delete():
+    v = nnx.Param(0, a=1)
+    v.set_metadata(b=2, c=3)
+    assert v.get_metadata() == {"a": 1, "b": 2, "c": 3}
+    v.set_metadata({"z": 9})
+    assert v.get_metadata() == {"z": 9}
+    assert v.has_metadata("z") and not v.has_metadata("a")
+    v.del_metadata("z")
+    assert v.get_metadata() == {}
+    with pytest.raises(TypeError):
+        v.set_metadata("a", 1, b=2)
+
+
+def test_set_metadata_does_not_touch_a_copy_sharing_the_dict():
+    v = nnx.Param(0, a=1)
+    c = v.copy()
+    v.set_metadata(a=2)
+    v.del_metadata("a")
+    assert c.a == 1
+
+
+def test_attributes_of_the_value_are_reachable():
+    v = nnx.Param(jnp.arange(4.0))
+    assert float(v.sum()) == 6.0
+    assert v.astype(jnp.int32).dtype == jnp.int32
+    assert v.reshape(2, 2).shape == (2, 2)
+
+
+def test_raw_value_skips_hooks():
+    class Scaled(nnx.Variable):
+        def on_get_value(self, value):
+            return value * 10
+
+        def on_set_value(self, value):
+            return value + 1
+
+    v = Scaled(jnp.ones(2))
+    np.testing.assert_array_equal(v.raw_value, [1, 1])
+    np.testing.assert_array_equal(v.value, [10, 10])
+    np.testing.assert_array_equal(v[...], [10, 10])
+    np.testing.assert_array_equal(v + 0, [10, 10])  # arithmetic reads through the hook
+    v.value = jnp.zeros(2)
+    np.testing.assert_array_equal(v.raw_value, [1, 1])
+    v.raw_value = jnp.zeros(2)
+    np.testing.assert_array_equal(v.get_raw_value(), [0, 0])
+    v.set_raw_value(jnp.full(2, 3.0))
+    np.testing.assert_array_equal(v.value, [30, 30])
+
+
+def test_create_value_hook_and_override():
+    class Halved(nnx.Variable):
+        def on_create_value(self, value):
+            return value / 2
+
+    class AsArray(nnx.Variable):
+        def create_value(self, value):
+            return jnp.asarray(value, jnp.float32)
+
+    np.testing.assert_array_equal(Halved(jnp.full(2, 4.0)).raw_value, [2, 2])
+    made = AsArray([1, 2])
+    assert isinstance(made.raw_value, jax.Array) and made.dtype == jnp.float32
+
+
+def test_get_value_override_is_what_value_reads():
+    class Clipped(nnx.Variable):
+        def get_value(self, *, index=None):
+            return jnp.clip(self.raw_value, 0, 1)
+
+    v = Clipped(jnp.asarray([-2.0, 0.5, 3.0]))
+    np.testing.assert_array_equal(v.value, [0, 0.5, 1])
+    np.testing.assert_array_equal(jnp.asarray(v), [0, 0.5, 1])
+
+
+def test_hooks_under_jit_see_and_write_the_raw_value():
+    class Doubled(nnx.Variable):
+        def on_get_value(self, value):
+            return 2 * value
+
+    class M(nnx.Module):
+        def __init__(self):
+            self.w = Doubled(jnp.ones(2))
+
+    m = M()
+
+    @nnx.jit
+    def step(m):
+        out = m.w.value  # 2 * raw
+        m.w.value = out  # raw becomes 2, read gives 4
+        return out
+
+    np.testing.assert_array_equal(step(m), [2, 2])
+    np.testing.assert_array_equal(m.w.raw_value, [2, 2])
+    np.testing.assert_array_equal(m.w.value, [4, 4])
+
+
+def test_with_metadata_gives_the_layer_variable_metadata_and_hooks():
+    seen = []
+    init = nnx.with_metadata(
+        nnx.initializers.ones, out_sharding=("in", "out"), on_get_value=lambda v, x: x * 3,
+        on_add_axis=lambda v, i, name: seen.append((i, name)),
+    )
+    layer = nnx.Linear(2, 3, kernel_init=init, rngs=nnx.Rngs(0))
+    assert layer.kernel.out_sharding == ("in", "out")
+    np.testing.assert_array_equal(layer.kernel.raw_value, np.ones((2, 3)))
+    np.testing.assert_array_equal(layer.kernel.value, np.full((2, 3), 3.0))
+    assert init.__name__ == nnx.initializers.ones.__name__
+    from plait.variables import add_axis
+
+    add_axis(nnx.state(layer, nnx.Param), 0, "layers")
+    assert seen == [(0, "layers")]
+
+
+def test_add_and_remove_axis_call_hooks_with_the_reference_signature():
+    from plait.variables import add_axis, remove_axis
+
+    calls = []
+
+    class Tracked(nnx.Variable):
+        def on_add_axis(self, axis_index, axis_name):
+            calls.append(("add", axis_index, axis_name))
+
+        def on_remove_axis(self, axis_index, axis_name):
+            calls.append(("remove", axis_index, axis_name))
+
+    v = Tracked(jnp.ones((2, 3)), out_sharding=("a", "b"))
+    add_axis({"x": v, "y": jnp.ones(2)}, 1, "batch")
+    assert v.out_sharding == ("a", "batch", "b")
+    remove_axis([v], 1, "batch")
+    assert v.out_sharding == ("a", "b")
+    assert calls == [("add", 1, "batch"), ("remove", 1, "batch")]
+    with pytest.raises(nnx.VariableError, match="no 'batch' at axis 0"):
+        remove_axis([v], 0, "batch")
+
+
+def test_axis_helpers_take_the_reference_transform_metadata():
+    from plait.variables import add_axis, remove_axis
+
+    v = nnx.Param(jnp.ones((2, 2)), out_sharding=("a", "b"), logical=("x", "y"), other=3)
+    meta = {nnx.PARTITION_NAME: "layers", "logical": "stack"}
+    add_axis([v], 0, meta)
+    assert v.out_sharding == ("layers", "a", "b") and v.logical == ("stack", "x", "y") and v.other == 3
+    remove_axis([v], 0, meta)
+    assert v.out_sharding == ("a", "b") and v.logical == ("x", "y")
+    with pytest.raises(nnx.VariableError, match="PARTITION_NAME"):
+        add_axis([v], 0, {"logical": "stack"})
+
+
+def test_add_axis_pads_a_short_out_sharding():
+    from plait.variables import add_axis
+
+    v = nnx.Param(jnp.ones((2, 2, 2)), out_sharding=("a",))
+    add_axis([v], 2, "b")
+    assert v.out_sharding == ("a", None, "b")
+
+
+def test_variable_names_registry():
+    assert nnx.variable_type_from_name("params") is nnx.Param
+    assert nnx.variable_name_from_type(nnx.BatchStat) == "batch_stats"
+    with pytest.raises(nnx.VariableError, match="register_variable_name"):
+        nnx.variable_type_from_name("not_registered_name")
+    made = nnx.variable_type_from_name("my_fresh_collection", allow_register=True)
+    assert issubclass(made, nnx.Variable) and nnx.variable_name_from_type(made) == "my_fresh_collection"
+
+    class Unnamed(nnx.Variable):
+        pass
+
+    with pytest.raises(nnx.VariableError, match="no registered collection name"):
+        nnx.variable_name_from_type(Unnamed)
+    assert nnx.variable_name_from_type(Unnamed, allow_register=True) == "Unnamed"
+    with pytest.raises(nnx.VariableError, match="overwrite=True"):
+        nnx.register_variable_name("params", Unnamed)
+
+
+def test_variable_holding_a_function_is_callable():
+    act = nnx.Variable(jnp.tanh)
+    np.testing.assert_allclose(act(jnp.ones(2)), np.tanh(np.ones(2)), rtol=1e-6)
+    with pytest.raises(nnx.VariableError, match="not callable"):
+        nnx.Param(jnp.ones(2))(1)
+
+
+class _Holder(nnx.Module):
+    def __init__(self):
+        self.linear = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+
+
+def test_truth_of_multi_element_variable_names_it():
+    m = _Holder()
+    with pytest.raises(nnx.VariableError) as info:
+        if m.linear.kernel:
+            pass
+    msg = str(info.value)
+    assert "Param" in msg and "shape=(2, 3)" in msg and "_Holder.linear.kernel" in msg
+    assert "ambiguous" in msg and ".any()" in msg
+    assert isinstance(info.value, ValueError)  # numpy's ambiguity error was a ValueError
+    assert bool(nnx.Param(jnp.ones(1))) and not bool(nnx.Variable(0))
+
+
+def test_truth_of_traced_variable_names_it():
+    m = _Holder()
+    m.flag = nnx.Variable(jnp.asarray(True))
+    assert bool(m.flag)
+
+    @nnx.jit
+    def f(m):
+        return 1 if m.flag else 0
+
+    with pytest.raises(nnx.VariableError, match="traced") as info:
+        f(m)
+    assert "Variable" in str(info.value) and "flag" in str(info.value) and "jnp.where" in str(info.value)
+
+
+def test_variable_state_is_variable_with_type():
+    v = nnx.Param(jnp.ones(2))
+    assert nnx.VariableState is nnx.Variable
+    assert v.type is nnx.Param
+    s = v.to_state()
+    assert type(s) is nnx.Param and s is not v and s.raw_value is v.raw_value
+
+
+@pytest.mark.parametrize("mode", ["hijax", "ref", "eager_sharding"])
+def test_reference_modes_are_refused_not_ignored(mode):
+    assert nnx.Param(1, **{mode: False}).get_metadata() == {}
+    with pytest.raises(nnx.VariableError, match=f"{mode}=True"):
+        nnx.Param(1, **{mode: True})
+
+
+def test_copy_with_value_and_metadata_and_from_metadata():
+    v = nnx.Param(jnp.ones(2), a=1)
+    c = v.copy(jnp.zeros(2), a=2)
+    assert c.a == 2 and v.a == 1 and float(c.sum()) == 0
+    made = nnx.BatchStat.from_metadata(jnp.ones(3), {"x": 1})
+    assert type(made) is nnx.BatchStat and made.x == 1
+
+
+def test_copy_from_and_update_from_state():
+    a, b = nnx.Param(jnp.ones(2), k=1), nnx.Param(jnp.zeros(2), k=2)
+    a.copy_from(b)
+    assert a.k == 2 and a.raw_value is b.raw_value
+    with pytest.raises(nnx.VariableError, match="expected a Param"):
+        a.copy_from(nnx.BatchStat(0))
+    a.update_from_state(nnx.Param(jnp.full(2, 5.0), k=3))
+    assert a.k == 3 and float(a.sum()) == 10

@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import checkpoints, filters, initializers, metrics, nn, summary, transforms
+from . import checkpoints, filterlib, filters, initializers, metrics, nn, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -24,20 +24,37 @@ from .errors import (
     RngError,
     StateError,
     TransformError,
+    VariableError,
 )
-from .filters import All, Any, Not, PathContains
+from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
 from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
 from .metrics import Metric, MultiMetric
 from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
-from .rngs import Rngs, RngStream, SplitBackups, fork, reseed, restore_rngs, split_rngs
+from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .state import State
 from .summary import tabulate
 from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
-from .variables import BatchStat, Cache, Intermediate, OptState, Param, RngCount, RngKey, RngState, Variable
+from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
+from .variables import (
+    PARTITION_NAME,
+    BatchStat,
+    Cache,
+    Intermediate,
+    OptState,
+    Param,
+    Perturbation,
+    RngCount,
+    RngKey,
+    RngState,
+    Variable,
+    VariableMetadata,
+    VariableState,
+    with_metadata,
+)
 from .visualization import display
 
 __version__ = "0.1.0"
@@ -58,14 +75,24 @@ def _hide_own_frames() -> None:
 _hide_own_frames()
 
 __all__ = [
-    "All", "Any", "AxisError", "BatchStat", "Cache", "CheckpointError", "Dict", "EMA", "FilterError",
-    "GraphDef", "GraphError", "LayerError", "Intermediate", "List", "Metric", "MetricError", "MultiMetric", "MissingStreamError", "ModelAndOptimizer", "Module", "Not", "Object", "OptState", "Optimizer",
-    "Param", "PathContains", "PlaitError", "RngCount", "RngError", "RngKey", "RngState", "RngStream", "Rngs",
-    "SplitBackups", "State", "StateError", "TrainState", "TransformError", "Variable", "clone", "filters",
-    "fork", "graphdef", "initializers", "iter_graph", "iter_modules", "merge", "metrics", "nn",
-    "pop", "reseed", "restore_rngs", "split", "split_rngs", "state", "update",
-    "checkpoints", "display", "summary", "tabulate",
-
+    # errors
+    "AxisError", "CheckpointError", "FilterError", "GraphError", "LayerError", "MetricError", "MissingStreamError",
+    "PlaitError", "RngError", "StateError", "TransformError", "VariableError",
+    # modules, Variables, state
+    "Dict", "List", "Module", "Object", "State", "iter_modules",
+    "BatchStat", "Cache", "Intermediate", "OptState", "PARTITION_NAME", "Param", "Perturbation", "RngCount", "RngKey",
+    "RngState", "Variable", "VariableMetadata", "VariableState", "register_variable_name", "variable_name_from_type",
+    "variable_type_from_name", "with_metadata",
+    # filters
+    "All", "Any", "Everything", "Not", "Nothing", "OfType", "PathContains", "WithTag", "filterlib", "filters",
+    # graph functions
+    "GraphDef", "clone", "graphdef", "iter_graph", "merge", "pop", "split", "state", "update",
+    # randomness
+    "RngStream", "Rngs", "SplitBackups", "fork", "fork_rngs", "reseed", "restore_rngs", "split_rngs", "with_rngs",
+    # training, display, checkpoints
+    "EMA", "Metric", "ModelAndOptimizer", "MultiMetric", "Optimizer", "TrainState", "checkpoints", "display",
+    "metrics", "summary", "tabulate",
+    "initializers", "nn",
     *nn.__all__,
     *transforms.__all__,
 ]

@@ -146,6 +146,15 @@ class GraphDef:
             self._hash = hash((self.nodes, self.roots))
         return self._hash
 
+    # Pickled without its caches (hash, path index, build plan, aliases): they are rebuilt on use.
+    def __getstate__(self) -> tuple:
+        return (self.nodes, self.roots, self.leaf_paths, self.leaf_nodes, self.leaf_owners, self.revisits,
+                self.node_paths)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.__init__(*state[:5])
+        self.revisits, self.node_paths = state[5], state[6]
+
     @property
     def num_leaves(self) -> int:
         return len(self.leaf_nodes)

@@ -20,6 +20,7 @@ __all__ = [
     "TransformError",
     "MetricError",
     "CheckpointError",
+    "VariableError",
 ]
 
 
@@ -66,4 +67,9 @@ class MetricError(PlaitError, TypeError, ValueError):
 
 class CheckpointError(PlaitError, ValueError):
     """A checkpoint is missing, or does not hold the state of the objects to restore into."""
+
+
+class VariableError(PlaitError, TypeError, ValueError):
+    """A Variable was used in a way its value does not allow (``if v:`` on an array, a call
+    of a non-function, a metadata request it cannot meet)."""
 

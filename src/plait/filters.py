@@ -13,8 +13,16 @@ a tuple/list of filters       any of them
 ``Not(f)``, ``All(..)``,      negation, conjunction, disjunction
 ``Any(..)``
 ``PathContains(key)``         values whose path has ``key`` as one element
+``PathContains(k, exact=F)``  values with an element whose text contains ``str(k)``
+``PathIn(path, ...)``         values at exactly one of these paths
 a callable ``(path, value)``  what it returns
 ============================  =========================================================
+
+In a list of filters (``nnx.split(model, nnx.Param, ...)``) the first match wins, so ``...``
+(or ``True``) takes everything left: it may only come last. :func:`filters_to_predicates`
+checks that, and every place that takes a list of filters calls it.
+
+The reference names this module ``filterlib``; ``nnx.filterlib.OfType`` works too.
 
 Example:
     >>> import plait as nnx
@@ -36,10 +44,12 @@ __all__ = [
     "Filter",
     "Predicate",
     "to_predicate",
+    "filters_to_predicates",
     "Not",
     "All",
     "Any",
     "PathContains",
+    "PathIn",
     "OfType",
     "WithTag",
     "Everything",
@@ -64,8 +74,20 @@ class _Predicate:
 
 
 class OfType(_Predicate):
-    def __init__(self, kind: type) -> None:
-        self.kind = kind
+    """Matches instances of ``type`` (what a bare type as a filter means).
+
+    Example:
+        >>> import plait as nnx
+        >>> nnx.OfType(nnx.Param)((), nnx.Param(0)), nnx.OfType(nnx.Param).type.__name__
+        (True, 'Param')
+    """
+
+    def __init__(self, type: type) -> None:  # noqa: A002 (the reference's field name)
+        self.kind = type
+
+    @property
+    def type(self) -> type:
+        return self.kind
 
     def __call__(self, path: tuple, value: builtins.object) -> bool:
         return isinstance(value, self.kind)
@@ -78,12 +100,22 @@ class OfType(_Predicate):
 
 
 class WithTag(_Predicate):
+    """Matches Variables (and RNG streams) whose ``tag`` is ``tag``: a string filter.
+
+    Example:
+        >>> import plait as nnx
+        >>> nnx.WithTag("dropout")((), nnx.Rngs(dropout=0).dropout.key)
+        True
+    """
+
     def __init__(self, tag: str) -> None:
         self.tag = tag
 
     def __call__(self, path: tuple, value: builtins.object) -> bool:
         meta = getattr(value, "_meta", None)
-        return meta is not None and meta.get("tag") == self.tag
+        if meta is not None:
+            return meta.get("tag") == self.tag
+        return isinstance(getattr(value, "tag", None), str) and value.tag == self.tag  # e.g. an RngStream
 
     def _key(self) -> tuple:
         return (self.tag,)
@@ -95,26 +127,59 @@ class WithTag(_Predicate):
 class PathContains(_Predicate):
     """Matches values whose path (tuple of attribute names / indices) contains ``key``.
 
+    With ``exact=False`` it is enough that one element's text contains ``str(key)``.
+
     Example:
         >>> import plait as nnx
         >>> nnx.PathContains("dropout")(("blocks", 0, "dropout", "rngs"), None)
         True
+        >>> nnx.PathContains("drop")(("dropout",), None), nnx.PathContains("drop", exact=False)(("dropout",), None)
+        (False, True)
     """
 
-    def __init__(self, key: typing.Any) -> None:
+    def __init__(self, key: typing.Any, exact: bool = True) -> None:
         self.key = key
+        self.exact = exact
 
     def __call__(self, path: tuple, value: builtins.object) -> bool:
-        return self.key in path
+        if self.exact:
+            return self.key in path
+        text = str(self.key)
+        return any(text in str(part) for part in path)
 
     def _key(self) -> tuple:
-        return (self.key,)
+        return (self.key, self.exact)
 
     def __repr__(self) -> str:
-        return f"PathContains({self.key!r})"
+        return f"PathContains({self.key!r})" if self.exact else f"PathContains({self.key!r}, exact=False)"
+
+
+class PathIn(_Predicate):
+    """Matches values at exactly one of ``paths`` (tuples of path parts).
+
+    Example:
+        >>> import plait as nnx
+        >>> f = nnx.filters.PathIn(("linear", "kernel"), ("bias",))
+        >>> f(("linear", "kernel"), None), f(("linear", "bias"), None)
+        (True, False)
+    """
+
+    def __init__(self, *paths: tuple) -> None:
+        self.paths = frozenset(tuple(p) for p in paths)
+
+    def __call__(self, path: tuple, value: builtins.object) -> bool:
+        return path in self.paths
+
+    def _key(self) -> tuple:
+        return (self.paths,)
+
+    def __repr__(self) -> str:
+        return f"PathIn({', '.join(map(repr, sorted(self.paths, key=repr)))})"
 
 
 class Everything(_Predicate):
+    """Matches everything (what ``...`` and ``True`` mean as filters)."""
+
     def __call__(self, path: tuple, value: builtins.object) -> bool:
         return True
 
@@ -123,6 +188,8 @@ class Everything(_Predicate):
 
 
 class Nothing(_Predicate):
+    """Matches nothing (what ``None`` and ``False`` mean as filters)."""
+
     def __call__(self, path: tuple, value: builtins.object) -> bool:
         return False
 
@@ -210,3 +277,42 @@ def to_predicate(filter: Filter) -> Predicate:
         "(path, value) -> bool.\n"
         "For example: nnx.state(model, nnx.Param) or nnx.split(model, nnx.Param, ...)"
     )
+
+
+def _filter_text(f: Filter) -> str:
+    if f is Ellipsis:
+        return "..."
+    return f"nnx.{f.__name__}" if isinstance(f, type) else repr(f)
+
+
+def filters_to_predicates(filters: typing.Sequence[Filter], where: str = "filters") -> tuple[Predicate, ...]:
+    """The predicates of a list of filters, where the first match wins.
+
+    ``...`` (or ``True``, ``nnx.Everything()``) matches everything, so a filter after it
+    could never match: that is refused with a :class:`~plait.errors.FilterError`.
+
+    Example:
+        >>> import plait as nnx
+        >>> len(nnx.filters.filters_to_predicates([nnx.Param, ...]))
+        2
+        >>> try:
+        ...     nnx.filters.filters_to_predicates([..., nnx.Param])
+        ... except nnx.FilterError as e:
+        ...     print(str(e).splitlines()[0])
+        filters (..., nnx.Param): `...` at position 0 matches everything, so nnx.Param after it would never match.
+    """
+    predicates = tuple(to_predicate(f) for f in filters)
+    for i, p in enumerate(predicates[:-1]):
+        if type(p) is Everything:
+            later = [f for f, q in zip(filters[i + 1 :], predicates[i + 1 :]) if type(q) is not Everything]
+            if not later:
+                continue
+            names = ", ".join(_filter_text(f) for f in filters)
+            rest = [_filter_text(f) for f in filters if type(to_predicate(f)) is not Everything]
+            raise FilterError(
+                f"{where} ({names}): `{_filter_text(filters[i])}` at position {i} matches everything, so "
+                f"{', '.join(_filter_text(f) for f in later)} after it would never match.\n"
+                "The first filter that matches takes a Variable; put `...` last to collect the rest: "
+                f"({', '.join([*rest, '...'])})"
+            )
+    return predicates

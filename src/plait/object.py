@@ -215,6 +215,113 @@ class Object:
     def __repr__(self) -> str:
         return repr_hook(self)
 
+    # Pickling and copying keep the attributes only: the trace token belongs to this
+    # process's JAX trace (it holds a weak reference), and "seen" to its flatten cache.
+    def __getstate__(self) -> dict:
+        return {name: _portable(value, name, self) for name, value in self.__dict__.items()}
+
+    def __setstate__(self, state: dict) -> None:
+        object.__setattr__(self, "_plait_seen", False)
+        object.__setattr__(self, "_plait_trace", trace_state())
+        self.__dict__.update(state)
+
+    def __copy__(self) -> Object:
+        new = _blank(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict) -> Object:
+        import copy
+
+        new = _blank(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+
+def _blank(cls: type) -> Object:
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "_plait_seen", False)
+    object.__setattr__(obj, "_plait_trace", trace_state())
+    return obj
+
+
+# -- pickling attribute values the standard pickle cannot store ------------------------------
+class _ByName:
+    """A public function pickled by its import path: JAX's jitted and custom-derivative
+    functions (``jax.nn.relu``, ``jnp.tanh``) cannot be pickled by the standard library, but
+    they are module attributes, so the name finds them again."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __reduce__(self) -> tuple:
+        return (_lookup, (self.module, self.name))
+
+
+def _lookup(module: str, name: str) -> Any:
+    import importlib
+
+    value: Any = importlib.import_module(module)
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+class _Cloudpickled:
+    """A closure or lambda (an optax transformation, an initializer) stored by cloudpickle
+    inside a standard pickle; loading it needs cloudpickle installed too."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple:
+        import pickle
+
+        return (pickle.loads, (self.data,))
+
+
+def _portable(value: Any, name: Any, owner: Any) -> Any:
+    """``value`` as the standard pickle can store it (the same object when it already can)."""
+    t = type(value)
+    if t in (tuple, list, List) or (isinstance(value, tuple) and hasattr(t, "_fields")):
+        items = [_portable(v, name, owner) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        return t(*items) if t is not tuple and isinstance(value, tuple) else t(items)  # a NamedTuple: t(*items)
+    if t in (dict, Dict):
+        items = {k: _portable(v, name, owner) for k, v in value.items()}
+        return value if all(items[k] is v for k, v in value.items()) else t(items)
+    if isinstance(value, type) or not callable(value) or hasattr(value, "_plait_seen"):
+        return value  # data, classes, and plait objects (which pickle themselves)
+    import pickle
+    import types
+
+    if t is types.FunctionType and "<" not in value.__qualname__:
+        return value  # a module-level function: pickle stores its name
+    try:
+        pickle.dumps(value)
+        return value
+    except Exception:
+        pass
+    module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
+        try:
+            if _lookup(module, qualname) is value:
+                return _ByName(module, qualname)
+        except (ImportError, AttributeError):
+            pass
+    try:
+        import cloudpickle
+    except ImportError:
+        raise pickle.PicklingError(
+            f"attribute {name!r} of a {type(owner).__name__} holds {value!r}, which the standard pickle cannot "
+            "store (a closure or lambda, such as an optax transformation).\n"
+            'Install cloudpickle (pip install "plait[pickle]") and plait stores it with cloudpickle, or pickle '
+            "with cloudpickle.dumps(...), or pickle only the state: pickle.dumps(nnx.state(model))"
+        ) from None
+    return _Cloudpickled(cloudpickle.dumps(value))
+
 
 def _refuse_as_pytree(cls: type) -> None:
     """Modules are not pytrees: a raw JAX transform given one fails loudly, saying what to use.

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .filters import Filter, to_predicate
+from .filters import Filter, filters_to_predicates
 from .object import structure_changed
 from .variables import Variable
 
@@ -69,6 +69,14 @@ class State(MutableMapping):
         if mapping is not None:
             for key, value in mapping.items():
                 self._mapping[key] = State(value) if _is_mapping(value) else value
+
+    # Pickled without its Origin: positions are a fast path for this process's GraphDefs.
+    def __getstate__(self) -> dict:
+        return self._mapping
+
+    def __setstate__(self, mapping: dict) -> None:
+        self._mapping = mapping
+        self._origin = None
 
     @classmethod
     def _wrap(cls, mapping: dict) -> State:
@@ -275,8 +283,9 @@ def _flatten_into(state: State, prefix: tuple, out: list) -> None:
 
 def partition(flat: list, filters: tuple) -> list[list[int]]:
     """Positions in ``flat`` (``[(path, leaf), ...]``) of the entries each filter selects (the
-    first match wins), and last, of those none selects."""
-    predicates = [to_predicate(f) for f in filters]
+    first match wins), and last, of those none selects. ``...`` before another filter is an
+    error (:func:`~plait.filters.filters_to_predicates`)."""
+    predicates = filters_to_predicates(filters)
     parts: list[list[int]] = [[] for _ in range(len(predicates) + 1)]
     for k, (path, leaf) in enumerate(flat):
         for i, predicate in enumerate(predicates):
