@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AxisError, TransformError
-from ..filters import Filter, to_predicate
+from ..filters import Filter, filters_to_predicates
 
 __all__ = ["Carry", "SameKeys", "StateAxes", "StateSharding", "DiffState"]
 
@@ -92,7 +92,7 @@ class StateAxes:
                 raise TransformError(f"StateAxes axis must be an int, None, nnx.Carry or nnx.SameKeys, got {axis!r}")
         self.filters = tuple(f for f, _ in items)
         self.axes = tuple(a for _, a in items)
-        self.predicates = tuple(to_predicate(f) for f in self.filters)
+        self.predicates = filters_to_predicates(self.filters, type(self).__name__)
 
     def items(self) -> list[tuple[Filter, Any]]:
         return list(zip(self.filters, self.axes))
@@ -133,7 +133,7 @@ class StateSharding(StateAxes):
             raise TransformError("StateSharding needs at least one {filter: sharding} entry")
         self.filters = tuple(f for f, _ in items)
         self.axes = tuple(a for _, a in items)
-        self.predicates = tuple(to_predicate(f) for f in self.filters)
+        self.predicates = filters_to_predicates(self.filters, type(self).__name__)
 
 
 class DiffState:
