@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import initializers
 from ..errors import LayerError
@@ -23,11 +24,23 @@ class Embed(Module):
     """A lookup table: ``embed(ids)`` is ``embedding[ids]``, one row of ``features`` per id.
 
     ``embedding`` has shape ``(num_embeddings, features)``. The lookup keeps the table's
-    dtype (``dtype`` if given, else ``param_dtype``); an id outside
-    ``[-num_embeddings, num_embeddings)`` gives a row of NaN rather than an error, since
-    the ids are usually traced. ``attend(query)`` goes the other way, scoring a vector
-    against every row (``query @ embedding.T``): the usual tied output layer of a
-    language model.
+    dtype (``dtype`` if given, else ``param_dtype``). ``attend(query)`` goes the other
+    way, scoring a vector against every row (``query @ embedding.T``): the usual tied
+    output layer of a language model.
+
+    Valid ids are ``0 <= id < num_embeddings``; a negative id is not an index from the end.
+    What an invalid id does:
+
+    - concrete ids (an eager call): a ``LayerError`` naming the layer, the valid range and
+      the bad ids;
+    - traced ids (inside ``jit``, ``vmap``, ``scan``, ...) their values are not known, so
+      every invalid id, negative or too large, looks up a row of NaN (the reference gives
+      NaN past the end, but wraps negatives; here both follow the one rule), which
+      poisons the loss rather than training on a wrong row;
+    - ``check_ids=True``: traced ids are checked when the computation runs (a
+      ``jax.debug.callback``), so the call fails even under ``jit``. There JAX reports it
+      as a ``JaxRuntimeError`` whose message holds the ``LayerError`` text. It costs a
+      device-to-host copy of the ids per call.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -48,6 +61,7 @@ class Embed(Module):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         embedding_init: Any = default_embed_init,
+        check_ids: bool = False,
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "Embed", "nnx.Embed(num_embeddings, features, rngs=nnx.Rngs(0))")
@@ -66,7 +80,33 @@ class Embed(Module):
         embedding = self.embedding.value
         if self.dtype is not None:
             embedding = jnp.asarray(embedding, self.dtype)
-        return jnp.take(embedding, inputs, axis=0)
+        if isinstance(inputs, jax.core.Tracer):
+            if self.check_ids:
+                jax.debug.callback(self._check_ids, inputs)
+        else:
+            self._check_ids(inputs)
+            inputs = jnp.asarray(inputs)
+        # One rule for every invalid id under a trace: negatives are sent past the end, and
+        # `fill` mode gives NaN there (jnp.take would otherwise wrap -1 to the last row).
+        ids = jnp.where(inputs < 0, self.num_embeddings, inputs)
+        return jnp.take(embedding, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+    def _check_ids(self, ids: Any) -> None:
+        ids = np.asarray(ids)
+        bad = (ids < 0) | (ids >= self.num_embeddings)
+        if bad.any():
+            shown = np.unique(ids[bad])
+            more = f" (and {len(shown) - 10} more)" if len(shown) > 10 else ""
+            fixes = []
+            if (ids < 0).any():
+                fixes.append("Negative ids are not counted from the end here: map them to a real id")
+            if (ids >= self.num_embeddings).any():
+                fixes.append(f"For ids up to {int(ids.max())} build nnx.Embed({int(ids.max()) + 1}, {self.features}, ...)")
+            raise LayerError(
+                f"Embed({self.num_embeddings}, {self.features}) got ids outside its table: valid ids are "
+                f"0 <= id < {self.num_embeddings}, got {shown[:10].tolist()}{more} "
+                f"at {int(bad.sum())} of {ids.size} positions.\n" + "; ".join(fixes) + "."
+            )
 
     def attend(self, query: jax.Array) -> jax.Array:
         """Score ``query`` (last axis ``features``) against every row: ``query @ embedding.T``."""
