@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import raises
 from plait.errors import LayerError
 
 RS = np.random.RandomState(0)
@@ -328,6 +329,18 @@ def test_batch_norm_errors():
         nnx.BatchNorm(3, axis=2, rngs=nnx.Rngs(0))(jnp.ones((4, 3)))
     with pytest.raises(nnx.PlaitError, match="rngs=nnx.Rngs"):
         nnx.BatchNorm(3, rngs=None)
+
+
+def test_batch_norm_training_on_a_batch_of_one_is_refused_even_under_jit():
+    bn = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rand(1, 3, offset=2.0))
+    for call in (lambda: bn(x), lambda: apply(bn, x)):  # a static shape check: works traced too
+        message = raises(LayerError, call, "BatchNorm(3)", "(1, 3)", "single value", "use_running_average=True")
+        assert "batch of more than one" in message
+    assert np.asarray(bn.mean.value).tolist() == [0.0, 0.0, 0.0]  # nothing was written
+    close(apply(bn.eval(), x), np.asarray(x) / np.sqrt(1 + 1e-5))  # running mean 0, var 1
+    spatial = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+    assert apply(spatial, jnp.asarray(rand(1, 2, 3))).shape == (1, 2, 3)  # one image, two positions: fine
 
 
 # =======================================================================================

@@ -142,6 +142,22 @@ def _check_features(shape: tuple, feature_axes: tuple[int, ...], num_features: i
         )
 
 
+def _check_batch_has_spread(shape: tuple, reduction_axes: tuple[int, ...], what: str, axis_name: Any) -> None:
+    """Refuse batch statistics over one value per feature: they normalise every feature to 0.
+
+    The count is static, so this also holds under ``jit``. With ``axis_name`` the
+    statistics are averaged over a ``vmap``/``pmap`` axis too, so one value per lane is fine.
+    """
+    if axis_name is None and int(np.prod([shape[a] for a in reduction_axes])) == 1:
+        raise LayerError(
+            f"{what} in training mode got input of shape {shape}: its batch statistics (over axes "
+            f"{reduction_axes}) would be over a single value per feature, so every output would be 0 (or "
+            "the bias) whatever the input.\n"
+            "Normalise with the running averages for such batches: bn(x, use_running_average=True) or "
+            "model.eval(); or train on a batch of more than one example."
+        )
+
+
 def _feature_params(
     layer: Module, num_features: int, use_scale: bool, use_bias: bool, scale_init: Any, bias_init: Any,
     param_dtype: Any, rngs: Rngs,
@@ -220,6 +236,7 @@ class BatchNorm(Module):
         if use_running_average:
             mean, var = self.mean.value, self.var.value
         else:
+            _check_batch_has_spread(shape, reduction_axes, what, self.axis_name)
             mean, var = _statistics(
                 x, reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
                 use_fast_variance=self.use_fast_variance, mask=mask,
