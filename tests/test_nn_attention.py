@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import raises
 
 B, L, F = 2, 4, 8  # batch, length, features: one shape throughout keeps compilation short
 RNG = np.random.RandomState(0)
@@ -124,6 +125,28 @@ def test_shape_errors_name_the_expected_layout():
         nnx.dot_product_attention(jnp.ones((L, 2, 3)), jnp.ones((L, 3, 3)), jnp.ones((L, 3, 3)))
     with pytest.raises(nnx.PlaitError, match="only the last axis"):
         nnx.dot_product_attention(jnp.ones((L, 2, 3)), jnp.ones((L, 2, 3)), jnp.ones((L + 1, 2, 3)))
+
+    with pytest.raises(nnx.PlaitError, match=r"mask has shape \(3, 3\).*\(2, 4, 4\)"):
+        nnx.dot_product_attention(jnp.ones((L, 2, 3)), jnp.ones((L, 2, 3)), jnp.ones((L, 2, 3)), mask=jnp.ones((3, 3)))
+
+
+def test_mha_mask_of_the_wrong_shape_names_the_layer_and_the_shape_it_needs():
+    mha = _mha()
+    x = jnp.ones((B, L, F))
+    raises(nnx.LayerError, lambda: mha(x, mask=jnp.ones((B, L))), "MultiHeadAttention(num_heads=2)", "(2, 4)",
+           "(2, 2, 4, 4)", "(2, 1, 4, 4)", "make_attention_mask")
+    raises(nnx.LayerError, lambda: mha(x, jnp.ones((B, 3, F)), mask=jnp.ones((B, 1, L, L))), "(2, 2, 4, 3)")
+    causal = nnx.make_causal_mask(jnp.ones((B, L)))
+    np.testing.assert_allclose(np.asarray(mha(x, mask=causal)), np.asarray(mha(x, mask=causal[0])), rtol=1e-6)
+    mha.init_cache((B, L, F))  # a decoding step attends to the whole cache of L positions
+    raises(nnx.LayerError, lambda: mha(x[:, :1], mask=jnp.ones((B, 1, 1, 1)).repeat(2, -1), decode=True),
+           "cache of 4 positions", "(2, 2, 1, 4)")
+    assert mha(x[:, :1], mask=jnp.ones((B, 1, 1, L)), decode=True).shape == (B, 1, F)
+
+
+def test_mha_rank_one_input_names_the_users_input():
+    message = raises(nnx.LayerError, lambda: _mha()(jnp.ones(F)), "inputs_q of shape (8,)", "[batch..., length, 8]")
+    assert "inputs_q[None, :]" in message and "query" not in message.replace("inputs_q", "")
 
 
 # =======================================================================================

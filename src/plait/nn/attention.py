@@ -64,6 +64,27 @@ def _check_qk(query: jax.Array, key: jax.Array, what: str) -> None:
         )
 
 
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    if len(shape) > len(target):
+        return False
+    return all(a in (1, b) for a, b in zip(reversed(shape), reversed(target)))
+
+
+def _check_broadcasts(x: Any, weights_shape: tuple, what: str, name: str) -> None:
+    """A mask or bias must broadcast to the weights ``[batch..., heads, q_length, kv_length]``."""
+    shape, weights_shape = tuple(jnp.shape(x)), tuple(weights_shape)
+    if not _broadcasts_to(shape, weights_shape):
+        *batch, heads, q_length, kv_length = weights_shape
+        raise LayerError(
+            f"{what}: {name} has shape {shape}, which does not broadcast to the attention weights' shape "
+            f"{weights_shape} = [batch..., heads, q_length, kv_length] (batch {tuple(batch)}, {heads} heads, "
+            f"{q_length} queries, {kv_length} keys).\n"
+            f"Give a {name} of shape {weights_shape}, or with size-1 axes to share it, e.g. "
+            f"{(*batch, 1, q_length, kv_length)} for every head; nnx.make_attention_mask and "
+            "nnx.make_causal_mask build this layout."
+        )
+
+
 def dot_product_attention_weights(
     query: jax.Array,
     key: jax.Array,
@@ -100,8 +121,10 @@ def dot_product_attention_weights(
     query = query / jnp.sqrt(jnp.asarray(depth, dtype))
     logits = jnp.einsum("...qhd,...khd->...hqk", query, key, precision=precision)
     if bias is not None:
+        _check_broadcasts(bias, logits.shape, "dot_product_attention", "bias")
         logits = logits + bias
     if mask is not None:
+        _check_broadcasts(mask, logits.shape, "dot_product_attention", "mask")
         logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits).astype(dtype)
 
@@ -409,6 +432,9 @@ class MultiHeadAttention(Module):
         self._check_features(inputs_q, self.in_features, "inputs_q", "in_features")
         self._check_features(inputs_k, self.in_kv_features, "inputs_k", "in_kv_features")
         self._check_features(inputs_v, self.in_kv_features, "inputs_v", "in_kv_features")
+        decoding = _first(decode, self.decode, False)
+        if mask is not None:
+            self._check_mask(mask, inputs_q, inputs_k, decoding)
 
         query = self.query(inputs_q)
         key = self.key(inputs_k)
@@ -417,7 +443,7 @@ class MultiHeadAttention(Module):
             query = self.query_ln(query)
             key = self.key_ln(key)
 
-        if _first(decode, self.decode, False):
+        if decoding:
             key, value, mask = self._decode_step(query, key, value, mask)
 
         groups = self.num_heads // self.num_kv_heads
@@ -457,10 +483,35 @@ class MultiHeadAttention(Module):
 
     def _check_features(self, x: Any, expected: int, name: str, attribute: str) -> None:
         shape = tuple(jnp.shape(x))
+        if len(shape) < 2:
+            raise LayerError(
+                f"MultiHeadAttention({attribute}={expected}) got {name} of shape {shape}: expected "
+                f"[batch..., length, {expected}], at least a length axis and a feature axis.\n"
+                f"For a single token write {name}[None, :] (shape {(1, *shape)}), a sequence of length 1."
+            )
         if shape[-1:] != (expected,):
             raise LayerError(
                 f"MultiHeadAttention({attribute}={expected}) got {name} of shape {shape}: its last axis "
                 f"must be {expected}"
+            )
+
+    def _check_mask(self, mask: Any, inputs_q: Any, inputs_k: Any, decoding: bool) -> None:
+        """The mask must broadcast to the weights ``[batch..., num_heads, q_length, kv_length]``."""
+        q_shape, k_shape = tuple(jnp.shape(inputs_q)), tuple(jnp.shape(inputs_k))
+        kv_length = k_shape[-2]
+        if decoding and self.cached_key is not None:
+            kv_length = self.cached_key.value.shape[-3]  # the step attends to the whole cache
+        batch = jnp.broadcast_shapes(q_shape[:-2], k_shape[:-2])
+        weights = (*batch, self.num_heads, q_shape[-2], kv_length)
+        shape = tuple(jnp.shape(mask))
+        if not _broadcasts_to(shape, weights):
+            raise LayerError(
+                f"MultiHeadAttention(num_heads={self.num_heads}) got a mask of shape {shape} for inputs_q of "
+                f"shape {q_shape} and inputs_k of shape {k_shape}"
+                + (f" (decoding against a cache of {kv_length} positions)" if decoding else "")
+                + f": the mask must broadcast to [batch..., num_heads, q_length, kv_length] = {weights}.\n"
+                f"Give a mask of shape {weights}, or {(*batch, 1, q_shape[-2], kv_length)} for every head; "
+                "nnx.make_attention_mask(query_tokens, key_tokens) and nnx.make_causal_mask(tokens) build it."
             )
 
     def _dropout_key(self, rngs: Any) -> jax.Array:
