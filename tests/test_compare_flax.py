@@ -331,6 +331,31 @@ def test_batchnorm_train_then_eval(kwargs, xshape):
     assert_same_values(pe, fe)
 
 
+HALF_NORMS = [
+    ("LayerNorm", (4,), {}, (2, 3, 4)),
+    ("RMSNorm", (4,), {}, (2, 3, 4)),
+    ("GroupNorm", (6,), {"num_groups": 3}, (2, 5, 6)),
+    ("InstanceNorm", (4,), {}, (2, 3, 4)),
+    ("BatchNorm", (4,), {}, (6, 4)),
+    ("BatchNorm", (4,), {"use_running_average": True}, (6, 4)),
+]
+
+
+@pytest.mark.parametrize("half", [jnp.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("dtypes", [{}, {"dtype": "half"}, {"param_dtype": "half"}, {"dtype": "half", "param_dtype": "half"}],
+                         ids=["default", "dtype", "param_dtype", "both"])
+@pytest.mark.parametrize("cls_name,args,kwargs,xshape", HALF_NORMS,
+                         ids=["layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "batchnorm_eval"])
+def test_norms_in_half_precision_bit_for_bit(cls_name, args, kwargs, xshape, dtypes, half):
+    """Statistics in float32, then the reference's casts: the same bits, the same dtype."""
+    dtypes = {k: half for k in dtypes}
+    p, f = pair(getattr(nnx, cls_name), getattr(fnnx, cls_name), *args, **kwargs, **dtypes)
+    x = jnp.asarray(_randn(*xshape) * 3 + 1, half)
+    a, b = both_graph(p, f, x)  # BatchNorm in training writes its statistics
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
+
+
 # =======================================================================================
 # Attention
 # =======================================================================================

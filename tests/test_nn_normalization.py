@@ -225,11 +225,40 @@ def test_batch_norm_dtypes_keep_float32_statistics():
     x16 = jnp.asarray(rand(4, 3, offset=1.0), jnp.bfloat16)
     assert apply(bn, x16).dtype == jnp.float32
     assert bn.mean.value.dtype == jnp.float32 and bn.var.value.dtype == jnp.float32
+    # The float32 running statistics join the dtype promotion, as in the reference: half
+    # parameters and a half input still give a float32 output unless `dtype` says otherwise.
     half = nnx.BatchNorm(3, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     y = apply(half, x16)
-    assert y.dtype == jnp.bfloat16 and half.mean.value.dtype == jnp.float32
-    close(y, np_normalize(np.asarray(x16, np.float32), 0, eps=1e-5), 3e-2)
+    assert y.dtype == jnp.float32 and half.mean.value.dtype == jnp.float32
+    close(y, np_normalize(np.asarray(x16, np.float32), 0, eps=1e-5), 1e-4)
     assert apply(nnx.BatchNorm(3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), jnp.ones((4, 3))).dtype == jnp.bfloat16
+
+
+# A float64 NumPy reference for every activation normalizer in half precision: statistics
+# in float32 leave only the final rounding to the half dtype (a few ulps of the output).
+HALF_CASES = {
+    "LayerNorm": (lambda **kw: nnx.LayerNorm(4, **kw, rngs=nnx.Rngs(0)), lambda x: np_normalize(x, -1)),
+    "RMSNorm": (lambda **kw: nnx.RMSNorm(4, **kw, rngs=nnx.Rngs(0)), lambda x: np_normalize(x, -1, rms=True)),
+    "BatchNorm": (lambda **kw: nnx.BatchNorm(4, **kw, rngs=nnx.Rngs(0)), lambda x: np_normalize(x, (0, 1), eps=1e-5)),
+    "GroupNorm": (lambda **kw: nnx.GroupNorm(4, num_groups=2, **kw, rngs=nnx.Rngs(0)), lambda x: np_group_norm(x, 2)),
+    "InstanceNorm": (lambda **kw: nnx.InstanceNorm(4, **kw, rngs=nnx.Rngs(0)), lambda x: np_normalize(x, 1)),
+}
+
+
+@pytest.mark.parametrize("half", [jnp.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(HALF_CASES))
+def test_half_precision_statistics_in_float32_match_float64_numpy(name, half):
+    build, reference = HALF_CASES[name]
+    # A large offset: a half-precision mean or variance would lose the spread entirely.
+    x = jnp.asarray(rand(3, 5, 4) * 2 + 300, half)
+    expected = reference(np.asarray(x, np.float64))
+    ulp = float(jnp.finfo(half).eps)
+    for kwargs, out_dtype in (({}, jnp.float32), ({"dtype": half, "param_dtype": half}, half)):
+        y = apply(build(**kwargs), x)
+        assert y.dtype == out_dtype, (kwargs, y.dtype)
+        # float32 output: float32-accurate; half output: the final cast's rounding only
+        tol = 2e-3 if out_dtype == jnp.float32 else 4 * ulp
+        close(y, expected, tol)
 
 
 def test_batch_norm_mask():

@@ -11,7 +11,11 @@ statistics run over (the learned ``scale`` and ``bias`` run over the features):
 
 ``y = (x - mean) / sqrt(var + epsilon) * scale + bias``. Statistics are computed in at
 least float32, whatever the input dtype; the output has ``dtype`` if given, else the
-promoted dtype of the input and the parameters.
+promoted dtype of the input and the parameters. BatchNorm's running ``mean``/``var``
+(float32) take part in that promotion, so without ``dtype`` a half-precision BatchNorm
+returns float32, and with ``dtype`` its running statistics are cast to it before use.
+These are the reference's casts, in its order of operations, so outputs agree with it
+bit for bit in float16 and bfloat16 too.
 
 The variance is ``mean(x * x) - mean(x) ** 2`` when ``use_fast_variance=True`` (the
 default): both means come from one pass over ``x``, and XLA on CPU compiles that form much
@@ -232,10 +236,13 @@ class BatchNorm(Module):
         feature_axes = _canonical_axes(self.axis, shape, what, "axis")
         _check_features(shape, feature_axes, self.num_features, what, f"axis={self.axis}")
         reduction_axes = tuple(i for i in range(len(shape)) if i not in feature_axes)
-        x, scale, bias = _promoted(self, x)
-        if use_running_average:
-            mean, var = self.mean.value, self.var.value
-        else:
+        # The running statistics join the promotion, as in the reference: with float32
+        # statistics a half-precision input is normalised (and returned) in float32 unless
+        # `dtype` says otherwise; with `dtype` they are cast to it.
+        scale = self.scale.value if self.scale is not None else None
+        bias = self.bias.value if self.bias is not None else None
+        x, mean, var, scale, bias = promote_dtype(x, self.mean.value, self.var.value, scale, bias, dtype=self.dtype)
+        if not use_running_average:
             _check_batch_has_spread(shape, reduction_axes, what, self.axis_name)
             mean, var = _statistics(
                 x, reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
@@ -419,19 +426,15 @@ class GroupNorm(Module):
         grouped = jnp.reshape(x, shape[:-1] + (self.num_groups, self.group_size))
         if mask is not None:
             mask = jnp.reshape(jnp.broadcast_to(mask, shape), grouped.shape)
-        group_axes = (*axes, ndim)
         mean, var = _statistics(
-            grouped, group_axes, self.dtype, self.axis_name, self.axis_index_groups,
+            grouped, (*axes, ndim), self.dtype, self.axis_name, self.axis_index_groups,
             use_fast_variance=self.use_fast_variance, mask=mask,
         )
-        stats_shape = [1 if i in group_axes else d for i, d in enumerate(grouped.shape)]
-        y = (grouped - jnp.reshape(mean, stats_shape)) * jax.lax.rsqrt(jnp.reshape(var, stats_shape) + self.epsilon)
-        y = jnp.reshape(y, shape)
-        if scale is not None:
-            y = y * scale
-        if bias is not None:
-            y = y + bias
-        return jnp.asarray(y, x.dtype)
+        # Each group's statistics, repeated over its channels, then the one shared formula:
+        # the same operations in the same order as the other normalizers (and the reference).
+        mean = jnp.repeat(mean, self.group_size, axis=-1)
+        var = jnp.repeat(var, self.group_size, axis=-1)
+        return _normalize(x, mean, var, scale, bias, axes, (ndim - 1,), x.dtype, self.epsilon)
 
 
 class InstanceNorm(Module):
