@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -30,10 +30,11 @@ import jax.numpy as jnp
 
 from .. import initializers
 from ..errors import LayerError, RngError
+from ..filters import All, Filter
 from ..module import Module
 from ..rngs import Rngs, RngStream
-from ..transforms import Carry, StateAxes, scan
-from ..variables import Param
+from ..transforms import Carry, SameKeys, StateAxes, scan
+from ..variables import Param, RngState
 from .linear import Linear, check_rngs, keep_arguments
 
 __all__ = [
@@ -65,6 +66,17 @@ def _carry_key(rngs: Any) -> jax.Array | None:
     return rngs  # a key
 
 
+def _kept_rngs(rngs: Rngs, keep_rngs: bool) -> RngStream | None:
+    """What a cell keeps as ``self.rngs``: with ``keep_rngs``, a stream forked from the
+    ``carry`` stream (or ``default``), as in the reference; else None."""
+    return rngs.carry.fork() if keep_rngs else None
+
+
+# Carry initializers that ignore their key: no key is drawn for them, so starting an RNN from
+# zeros changes no RNG state (and a broadcast RNN stays legal under vmap and scan).
+_KEYLESS = (initializers.zeros, initializers.ones)
+
+
 class RNNCellBase(Module):
     """What :class:`RNN` needs of a cell: ``__call__``, ``initialize_carry``, ``num_feature_axes``."""
 
@@ -80,7 +92,9 @@ class RNNCellBase(Module):
 
         ``carry_init`` (default: the constructor's, zeros unless given) makes each part of
         the carry. An initializer that draws random numbers needs ``rngs`` (an ``Rngs``,
-        whose ``carry`` stream, or ``default``, gives the key; an ``RngStream``; or a key).
+        whose ``carry`` stream, or ``default``, gives the key; an ``RngStream``; or a key);
+        without it the cell's own ``rngs`` (kept with ``keep_rngs=True``) are used, so
+        ``cell.initialize_carry(shape, cell.rngs)`` works either way.
         """
         raise NotImplementedError
 
@@ -91,10 +105,12 @@ class RNNCellBase(Module):
 
     def _make_carry(self, input_shape: tuple[int, ...], rngs: Any, carry_init: Any, parts: int) -> list:
         init = carry_init if carry_init is not None else self.carry_init
+        if rngs is None:
+            rngs = getattr(self, "rngs", None)
         shape = tuple(input_shape)[:-1] + (self.hidden_features,)
         out = []
         for _ in range(parts):
-            key = _carry_key(rngs)
+            key = None if any(init is k for k in _KEYLESS) else _carry_key(rngs)
             try:
                 out.append(init(key, shape, self.param_dtype))
             except Exception as e:
@@ -142,10 +158,12 @@ class SimpleCell(RNNCellBase):
         kernel_init: Any = default_kernel_init,
         recurrent_kernel_init: Any = default_recurrent_kernel_init,
         bias_init: Any = default_bias_init,
+        keep_rngs: bool = False,
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "SimpleCell", "nnx.SimpleCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
         keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        self.rngs = _kept_rngs(rngs, keep_rngs)
         self.dense_h = _dense(hidden_features, hidden_features, False, recurrent_kernel_init, bias_init,
                               dtype, param_dtype, rngs)
         self.dense_i = _dense(in_features, hidden_features, True, kernel_init, bias_init, dtype, param_dtype, rngs)
@@ -196,10 +214,12 @@ class LSTMCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        keep_rngs: bool = False,
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "LSTMCell", "nnx.LSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
         keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        self.rngs = _kept_rngs(rngs, keep_rngs)
 
         def dense_i() -> Linear:
             return _dense(in_features, hidden_features, False, kernel_init, bias_init, dtype, param_dtype, rngs)
@@ -255,10 +275,12 @@ class OptimizedLSTMCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        keep_rngs: bool = False,
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "OptimizedLSTMCell", "nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
         keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        self.rngs = _kept_rngs(rngs, keep_rngs)
         n = 4 * hidden_features
         self.dense_i = _dense(in_features, n, False, kernel_init, bias_init, dtype, param_dtype, rngs)
         self.dense_h = _dense(hidden_features, n, True, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs)
@@ -311,10 +333,12 @@ class GRUCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        keep_rngs: bool = False,
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "GRUCell", "nnx.GRUCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
         keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        self.rngs = _kept_rngs(rngs, keep_rngs)
         n = 3 * hidden_features
         self.dense_i = _dense(in_features, n, True, kernel_init, bias_init, dtype, param_dtype, rngs)
         self.dense_h = _dense(hidden_features, n, False, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs)
@@ -369,11 +393,6 @@ def flip_sequences(inputs: jax.Array, seq_lengths: jax.Array | None, num_batch_d
     return jnp.take_along_axis(inputs, index, axis=time_axis)
 
 
-# The cell's parameters are broadcast to every step; everything else it holds (RNG streams,
-# statistics) is carried, so a write in one step is seen by the next.
-_CELL_AXES = StateAxes({Param: None, ...: Carry})
-
-
 def _step(cell: Module, carry: Any, x: Any, t: jax.Array, seq_lengths: jax.Array | None) -> tuple:
     new_carry, y = cell(carry, x)
     if seq_lengths is not None:
@@ -402,9 +421,18 @@ class RNN(Module):
     after its last real step a sequence's carry stays as it was (so the final carry is the
     one after its last real step) and its outputs are zero.
 
-    ``initial_carry`` defaults to ``cell.initialize_carry(...)``, with ``rngs`` given to it.
+    ``initial_carry`` defaults to ``cell.initialize_carry(...)``, given the call's ``rngs``,
+    else the RNN's own stream: the constructor's ``rngs`` is ``True`` (a ``carry`` stream
+    seeded with 0), an ``Rngs`` (its ``carry`` stream is forked), an ``RngStream``, or
+    ``False`` (none). The default zeros carry draws no key.
+
     Randomness inside the cell (a dropout) comes from the cell's own streams and differs
-    at every step; see the module docstring.
+    at every step; see the module docstring. ``broadcast_rngs`` (a filter, e.g.
+    ``"dropout"``) picks RNG streams that give the *same* keys at every step of a call
+    instead (one dropout mask for the whole sequence); they still advance once per call.
+    ``state_axes`` (``{filter: None | nnx.Carry}``) replaces the default
+    ``{nnx.Param: None, ...: nnx.Carry}``: how each part of the cell's state goes through
+    the scan.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -423,6 +451,9 @@ class RNN(Module):
         reverse: bool = False,
         keep_order: bool = False,
         unroll: int = 1,
+        state_axes: Mapping[Filter, Any] | None = None,
+        broadcast_rngs: Filter = None,
+        rngs: Rngs | RngStream | bool = True,
     ) -> None:
         if not callable(cell) or not hasattr(cell, "initialize_carry"):
             raise LayerError(
@@ -435,6 +466,34 @@ class RNN(Module):
         self.reverse = reverse
         self.keep_order = keep_order
         self.unroll = unroll
+        # A StateAxes (hashable, static) rather than a dict: its keys are filters, not names.
+        self.state_axes = None if state_axes is None or isinstance(state_axes, StateAxes) else StateAxes(state_axes)
+        self.broadcast_rngs = broadcast_rngs
+        # The stream the initial carry is drawn from, as in the reference: a fixed seed
+        # (True), a fork of the given Rngs' `carry` stream, or none (False).
+        if rngs is True:
+            self.rngs = RngStream(0, tag="carry")
+        elif isinstance(rngs, Rngs):
+            self.rngs = rngs.carry.fork()
+        elif isinstance(rngs, RngStream):
+            self.rngs = rngs
+        elif rngs is False:
+            self.rngs = None
+        else:
+            raise LayerError(
+                f"RNN: rngs must be True (a carry stream seeded with 0), False (none), an nnx.Rngs or an "
+                f"nnx.RngStream, got {type(rngs).__name__}. Write nnx.RNN(cell, rngs=nnx.Rngs(carry=0))"
+            )
+
+    def _cell_axes(self) -> StateAxes:
+        """How the cell's state travels through the scan (see the module docstring)."""
+        axes: dict = {}
+        if self.broadcast_rngs is not None:
+            # The same keys at every step (e.g. one dropout mask for the whole sequence);
+            # the stream still advances once per call, so each call differs.
+            axes[All(RngState, self.broadcast_rngs)] = SameKeys
+        axes.update(self.state_axes.items() if self.state_axes is not None else {Param: None, ...: Carry})
+        return StateAxes(axes)
 
     def __call__(
         self,
@@ -475,11 +534,15 @@ class RNN(Module):
             inputs = flip_sequences(inputs, seq_lengths, len(batch_shape), time_major)
         if initial_carry is None:
             step_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1 :]
+            if rngs is None:
+                rngs = getattr(self, "rngs", None)
+            if isinstance(rngs, Rngs):
+                rngs = rngs.carry
             initial_carry = self.cell.initialize_carry(step_shape, rngs)
 
         xs = jnp.moveaxis(inputs, time_axis, 0)
         steps = jnp.arange(xs.shape[0])
-        run = scan(_step, in_axes=(_CELL_AXES, Carry, 0, 0, None), out_axes=(Carry, 0), unroll=self.unroll)
+        run = scan(_step, in_axes=(self._cell_axes(), Carry, 0, 0, None), out_axes=(Carry, 0), unroll=self.unroll)
         carry, outputs = run(self.cell, initial_carry, xs, steps, seq_lengths)
         outputs = jax.tree.map(lambda y: jnp.moveaxis(y, 0, time_axis), outputs)
 
