@@ -505,3 +505,19 @@ def test_transformer_stack_with_remat_matches_without_and_keeps_per_layer_masks(
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     assert _distinct(list(ys1)) and bool(jnp.isfinite(ys1).all())
+
+
+def test_mha_metadata_reaches_every_projection_as_in_the_reference():
+    meta = {
+        "kernel_metadata": {"role": "qkv_kernel"}, "bias_metadata": {"role": "qkv_bias"},
+        "out_kernel_metadata": {"role": "out_kernel"},
+        "query_ln_scale_metadata": {"role": "q_ln"}, "key_ln_scale_metadata": {"role": "k_ln"},
+    }
+    mha = nnx.MultiHeadAttention(2, F, normalize_qk=True, rngs=nnx.Rngs(0), **meta)
+    for name in ("query", "key", "value"):
+        assert getattr(mha, name).kernel.get_metadata() == {"role": "qkv_kernel"}
+        assert getattr(mha, name).bias.get_metadata() == {"role": "qkv_bias"}
+    assert mha.out.kernel.get_metadata() == {"role": "out_kernel"}
+    assert mha.out.bias.get_metadata() == {"role": "qkv_bias"}  # no out_bias_metadata: the shared one
+    assert mha.query_ln.scale.get_metadata() == {"role": "q_ln"}
+    assert mha.key_ln.scale.get_metadata() == {"role": "k_ln"}

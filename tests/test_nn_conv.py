@@ -365,3 +365,10 @@ def test_conv_transpose_batch_axes_dtypes_and_errors():
         apply(layer, jnp.ones((1, 3, 3, 5)))
     with pytest.raises(ValueError, match=r"mask has shape"):
         nnx.ConvTranspose(2, 3, (2, 2), mask=jnp.ones((2, 2, 3, 2)), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("cls", [nnx.Conv, nnx.ConvTranspose])
+def test_kernel_and_bias_metadata_are_stored_on_the_params(cls):
+    layer = cls(2, 3, (3,), kernel_metadata={"tag": "k"}, bias_metadata={"sharding_names": ("out",)}, rngs=nnx.Rngs(0))
+    assert layer.kernel.get_metadata() == {"tag": "k"}
+    assert layer.bias.get_metadata() == {"sharding_names": ("out",)}

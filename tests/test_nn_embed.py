@@ -110,3 +110,8 @@ def test_under_vmap_and_jit():
     np.testing.assert_array_equal(np.asarray(y), np.asarray(embed.embedding.value)[np.asarray(ids)])
     np.testing.assert_array_equal(np.asarray(nnx.jit(lambda m, i: m(i))(embed, ids)), np.asarray(y))
     assert jax.tree.leaves(nnx.state(embed, nnx.Param))[0].shape == (5, 3)
+
+
+def test_embedding_metadata_is_stored_on_the_table():
+    embed = nnx.Embed(5, 3, embedding_metadata={"sharding_names": ("vocab", "embed")}, rngs=nnx.Rngs(0))
+    assert embed.embedding.get_metadata() == {"sharding_names": ("vocab", "embed")}

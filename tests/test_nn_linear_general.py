@@ -188,3 +188,19 @@ def test_einsum_under_jit_matches_eager():
     x = jnp.asarray(rand(2, 3))
     close(nnx.jit(lambda m, x: m(x))(layer, x), layer(x), 1e-6)
     assert jax.tree.leaves(nnx.state(layer, nnx.Param))  # parameters are ordinary Params
+
+
+def test_kernel_and_bias_metadata_are_stored_on_the_params():
+    kernel_meta, bias_meta = {"sharding_names": ("in", "out")}, {"sharding_names": ("out",)}
+    layers = [
+        nnx.Linear(3, 4, kernel_metadata=kernel_meta, bias_metadata=bias_meta, rngs=nnx.Rngs(0)),
+        nnx.LinearGeneral(3, 4, kernel_metadata=kernel_meta, bias_metadata=bias_meta, rngs=nnx.Rngs(0)),
+        nnx.Einsum("bd,df->bf", (3, 4), (4,), kernel_metadata=kernel_meta, bias_metadata=bias_meta, rngs=nnx.Rngs(0)),
+    ]
+    for layer in layers:
+        assert layer.kernel.get_metadata() == kernel_meta and layer.bias.get_metadata() == bias_meta
+        assert layer.kernel.sharding_names == ("in", "out")
+        state = nnx.state(layer)  # metadata travels with the state
+        assert state["kernel"].get_metadata() == kernel_meta
+        assert not hasattr(layer, "kernel_metadata")  # used once, like the initializers
+    assert nnx.Linear(3, 4, rngs=nnx.Rngs(0)).kernel.get_metadata() == {}

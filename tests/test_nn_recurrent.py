@@ -414,3 +414,18 @@ def test_bidirectional_merge_fn_seq_lengths_and_initial_carry():
         _, r = python_loop(bwd_cell, x[b : b + 1, :n][:, ::-1], carry=h0[1][b : b + 1])
         _close(ys[b, :n], np.asarray(f[0]) + np.asarray(r[0])[::-1])
         assert not np.asarray(ys[b, n:]).any()
+
+
+@pytest.mark.parametrize("cls", [nnx.SimpleCell, nnx.GRUCell, nnx.LSTMCell, nnx.OptimizedLSTMCell])
+def test_cell_metadata_goes_to_input_recurrent_kernels_and_biases(cls):
+    cell = cls(IN, H, kernel_metadata={"role": "input"}, recurrent_kernel_metadata={"role": "recurrent"},
+               bias_metadata={"role": "bias"}, rngs=nnx.Rngs(0))
+    roles = set()
+    for path, v in nnx.state(cell, nnx.Param).flat_state():
+        role = v.get_metadata()["role"]
+        if path[-1] == "bias":
+            assert role == "bias"
+        else:  # input kernels read in_features rows, recurrent ones hidden_features
+            assert role == ("input" if v.value.shape[0] == IN else "recurrent"), (path, role)
+        roles.add(role)
+    assert roles == {"input", "recurrent", "bias"}

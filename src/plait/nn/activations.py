@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -48,6 +49,7 @@ from jax.numpy import tanh
 
 from ..module import Module
 from ..variables import Param
+from .linear import NO_METADATA
 
 __all__ = [
     "celu",
@@ -101,8 +103,9 @@ class PReLU(Module):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: Any = None,
+        negative_slope_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
-        self.negative_slope = Param(jnp.asarray(negative_slope_init, dtype=param_dtype))
+        self.negative_slope = Param(jnp.asarray(negative_slope_init, dtype=param_dtype), **negative_slope_metadata)
         self.dtype = dtype
         self.param_dtype = param_dtype
 

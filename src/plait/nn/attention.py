@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -33,7 +33,7 @@ from ..errors import LayerError, RngError
 from ..module import Module
 from ..rngs import Rngs, RngStream
 from ..variables import Cache, Intermediate
-from .linear import LinearGeneral, check_rngs, promote_dtype
+from .linear import NO_METADATA, LinearGeneral, check_rngs, promote_dtype
 from .normalization import LayerNorm
 
 __all__ = [
@@ -335,6 +335,12 @@ class MultiHeadAttention(Module):
         decode: bool | None = None,
         normalize_qk: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        out_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        out_bias_metadata: Mapping[str, Any] = NO_METADATA,
+        query_ln_scale_metadata: Mapping[str, Any] = NO_METADATA,
+        key_ln_scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "MultiHeadAttention", "nnx.MultiHeadAttention(num_heads, in_features, rngs=nnx.Rngs(0))")
         qkv_features = qkv_features if qkv_features is not None else in_features
@@ -358,6 +364,7 @@ class MultiHeadAttention(Module):
             return LinearGeneral(
                 in_f, (heads, head_dim), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                 precision=precision, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs,
+                kernel_metadata=kernel_metadata, bias_metadata=bias_metadata,
             )
 
         self.query = projection(in_features, num_heads)
@@ -365,8 +372,14 @@ class MultiHeadAttention(Module):
         self.value = projection(in_kv_features, num_kv_heads)
         if normalize_qk:
             # Normalising queries and keys keeps the logits small (ViT-22B, arXiv:2302.05442).
-            self.query_ln = LayerNorm(head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-            self.key_ln = LayerNorm(head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            self.query_ln = LayerNorm(
+                head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                scale_metadata=query_ln_scale_metadata,
+            )
+            self.key_ln = LayerNorm(
+                head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                scale_metadata=key_ln_scale_metadata,
+            )
         else:
             self.query_ln = None
             self.key_ln = None
@@ -374,6 +387,8 @@ class MultiHeadAttention(Module):
             (num_heads, head_dim), out_features, axis=(-2, -1), use_bias=use_bias, dtype=dtype,
             param_dtype=param_dtype, precision=precision, kernel_init=out_kernel_init or kernel_init,
             bias_init=out_bias_init or bias_init, rngs=rngs,
+            # As in the reference: the output layer's own metadata, if any, else the shared one.
+            kernel_metadata=out_kernel_metadata or kernel_metadata, bias_metadata=out_bias_metadata or bias_metadata,
         )
         # Only a layer that drops out holds RNG state: a stack of attention layers without
         # dropout can then be scanned without splitting or carrying any stream.

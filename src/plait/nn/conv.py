@@ -13,7 +13,7 @@ int per spatial axis.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -25,7 +25,7 @@ from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param
-from .linear import check_rngs, promote_dtype
+from .linear import NO_METADATA, check_rngs, promote_dtype
 
 __all__ = ["Conv", "ConvTranspose"]
 
@@ -159,6 +159,8 @@ class Conv(Module):
         bias_init: Any = default_bias_init,
         preferred_element_type: Any = None,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "Conv", "nnx.Conv(in_features, out_features, kernel_size=(3, 3), rngs=nnx.Rngs(0))")
         what = f"Conv({in_features}, {out_features})"
@@ -178,8 +180,11 @@ class Conv(Module):
             )
         kernel_shape = (*kernel_size, in_features // feature_group_count, out_features)
         _check_mask(mask, kernel_shape, what)
-        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
-        self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata)
+        if use_bias:
+            self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata)
+        else:
+            self.bias = None
         self.in_features = in_features
         self.out_features = out_features
         self.kernel_size = kernel_size
@@ -275,6 +280,8 @@ class ConvTranspose(Module):
         transpose_kernel: bool = False,
         preferred_element_type: Any = None,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(
             rngs, "ConvTranspose", "nnx.ConvTranspose(in_features, out_features, kernel_size=(3, 3), rngs=nnx.Rngs(0))"
@@ -294,8 +301,11 @@ class ConvTranspose(Module):
         else:
             kernel_shape = (*kernel_size, in_features, out_features)
         _check_mask(mask, kernel_shape, what)
-        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
-        self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata)
+        if use_bias:
+            self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata)
+        else:
+            self.bias = None
         self.in_features = in_features
         self.out_features = out_features
         self.kernel_size = kernel_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -13,7 +14,7 @@ from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param
-from .linear import check_rngs, keep_arguments, promote_dtype
+from .linear import NO_METADATA, check_rngs, keep_arguments, promote_dtype
 
 __all__ = ["Embed"]
 
@@ -63,10 +64,11 @@ class Embed(Module):
         embedding_init: Any = default_embed_init,
         check_ids: bool = False,
         rngs: Rngs,
+        embedding_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "Embed", "nnx.Embed(num_embeddings, features, rngs=nnx.Rngs(0))")
-        self.embedding = Param(embedding_init(rngs.params(), (num_embeddings, features), param_dtype))
-        keep_arguments(self, locals(), "embedding_init")
+        self.embedding = Param(embedding_init(rngs.params(), (num_embeddings, features), param_dtype), **embedding_metadata)
+        keep_arguments(self, locals(), "embedding_init", "embedding_metadata")
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
         """Look up the rows ``inputs`` (integers of any shape): output ``inputs.shape + (features,)``."""

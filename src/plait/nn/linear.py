@@ -10,7 +10,8 @@ float).
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import jax
@@ -27,6 +28,10 @@ __all__ = ["Linear", "LinearGeneral", "Einsum"]
 
 default_kernel_init = initializers.lecun_normal()
 default_bias_init = initializers.zeros
+
+# The default of every ``*_metadata`` keyword: metadata given to a created Param as
+# ``Param(value, **metadata)`` (e.g. ``{"sharding_names": ("embed", "mlp")}``).
+NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 def promote_dtype(*arrays: Any, dtype: Any = None) -> list:
@@ -89,11 +94,16 @@ class Linear(Module):
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "Linear", "nnx.Linear(in_features, out_features, rngs=nnx.Rngs(0))")
-        self.kernel = Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
-        self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
-        keep_arguments(self, locals(), "kernel_init", "bias_init")
+        self.kernel = Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype), **kernel_metadata)
+        if use_bias:
+            self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata)
+        else:
+            self.bias = None
+        keep_arguments(self, locals(), "kernel_init", "bias_init", "kernel_metadata", "bias_metadata")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel.value
@@ -147,6 +157,8 @@ class LinearGeneral(Module):
         precision: Any = None,
         preferred_element_type: Any = None,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LinearGeneral", "nnx.LinearGeneral(in_features, out_features, rngs=nnx.Rngs(0))")
         in_features, out_features, axis = _as_tuple(in_features), _as_tuple(out_features), _as_tuple(axis)
@@ -160,9 +172,9 @@ class LinearGeneral(Module):
             raise LayerError(f"LinearGeneral: axis {axis} repeats an axis")
         n_in, n_out = int(np.prod(in_features)), int(np.prod(out_features))
         kernel = kernel_init(rngs.params(), (n_in, n_out), param_dtype)
-        self.kernel = Param(jnp.reshape(kernel, in_features + out_features))
+        self.kernel = Param(jnp.reshape(kernel, in_features + out_features), **kernel_metadata)
         if use_bias:
-            self.bias = Param(jnp.reshape(bias_init(rngs.params(), (n_out,), param_dtype), out_features))
+            self.bias = Param(jnp.reshape(bias_init(rngs.params(), (n_out,), param_dtype), out_features), **bias_metadata)
         else:
             self.bias = None
         self.in_features = in_features
@@ -246,14 +258,16 @@ class Einsum(Module):
         bias_init: Any = default_bias_init,
         preferred_element_type: Any = None,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "Einsum", 'nnx.Einsum("bd,df->bf", (4, 8), rngs=nnx.Rngs(0))')
         einsum_str = self._check_equation(einsum_str)
         kernel_shape = tuple(kernel_shape)
-        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
+        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata)
         if bias_shape is not None:
             bias_shape = tuple(bias_shape)
-            self.bias = Param(bias_init(rngs.params(), bias_shape, param_dtype))
+            self.bias = Param(bias_init(rngs.params(), bias_shape, param_dtype), **bias_metadata)
         else:
             self.bias = None
         self.einsum_str = einsum_str

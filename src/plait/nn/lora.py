@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -24,7 +25,7 @@ from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param, Variable
-from .linear import Linear, check_rngs, promote_dtype
+from .linear import NO_METADATA, Linear, check_rngs, promote_dtype
 
 __all__ = ["LoRAParam", "LoRA", "LoRALinear"]
 
@@ -70,12 +71,14 @@ class LoRA(Module):
         b_initializer: Any = default_b_initializer,
         lora_param_type: type[Variable] = LoRAParam,
         rngs: Rngs,
+        a_metadata: Mapping[str, Any] = NO_METADATA,
+        b_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LoRA", "nnx.LoRA(in_features, lora_rank, out_features, rngs=nnx.Rngs(0))")
         if base_module is not None and not callable(base_module):
             raise LayerError(f"LoRA: base_module must be callable (a layer), got {type(base_module).__name__}")
-        self.lora_a = lora_param_type(a_initializer(rngs.params(), (in_features, lora_rank), param_dtype))
-        self.lora_b = lora_param_type(b_initializer(rngs.params(), (lora_rank, out_features), param_dtype))
+        self.lora_a = lora_param_type(a_initializer(rngs.params(), (in_features, lora_rank), param_dtype), **a_metadata)
+        self.lora_b = lora_param_type(b_initializer(rngs.params(), (lora_rank, out_features), param_dtype), **b_metadata)
         self.base_module = base_module
         self.in_features = in_features
         self.out_features = out_features
@@ -125,6 +128,8 @@ class LoRALinear(Linear):
         b_initializer: Any = default_b_initializer,
         lora_param_type: type[Variable] = LoRAParam,
         rngs: Rngs,
+        a_metadata: Mapping[str, Any] = NO_METADATA,
+        b_metadata: Mapping[str, Any] = NO_METADATA,
         **kwargs: Any,
     ) -> None:
         super().__init__(in_features, out_features, rngs=rngs, **kwargs)
@@ -139,6 +144,8 @@ class LoRALinear(Linear):
             b_initializer=b_initializer,
             lora_param_type=lora_param_type,
             rngs=rngs,
+            a_metadata=a_metadata,
+            b_metadata=b_metadata,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -29,7 +29,7 @@ layer's own Params stay the raw, trainable values.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,7 +43,7 @@ from ..graph import iter_graph
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import BatchStat, Param, Variable
-from .linear import check_rngs, keep_arguments, promote_dtype
+from .linear import NO_METADATA, check_rngs, keep_arguments, promote_dtype
 
 __all__ = ["BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm", "WeightNorm", "SpectralNorm"]
 
@@ -164,10 +164,12 @@ def _check_batch_has_spread(shape: tuple, reduction_axes: tuple[int, ...], what:
 
 def _feature_params(
     layer: Module, num_features: int, use_scale: bool, use_bias: bool, scale_init: Any, bias_init: Any,
-    param_dtype: Any, rngs: Rngs,
+    param_dtype: Any, rngs: Rngs, scale_metadata: Mapping[str, Any] = NO_METADATA,
+    bias_metadata: Mapping[str, Any] = NO_METADATA,
 ) -> None:
-    layer.scale = Param(scale_init(rngs.params(), (num_features,), param_dtype)) if use_scale else None
-    layer.bias = Param(bias_init(rngs.params(), (num_features,), param_dtype)) if use_bias else None
+    shape = (num_features,)
+    layer.scale = Param(scale_init(rngs.params(), shape, param_dtype), **scale_metadata) if use_scale else None
+    layer.bias = Param(bias_init(rngs.params(), shape, param_dtype), **bias_metadata) if use_bias else None
 
 
 def _promoted(layer: Module, x: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
@@ -219,12 +221,16 @@ class BatchNorm(Module):
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
         rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "BatchNorm", "nnx.BatchNorm(num_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "scale_init", "bias_init")
+        keep_arguments(self, locals(), "scale_init", "bias_init", "scale_metadata", "bias_metadata")
         self.mean = BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = BatchStat(jnp.ones((num_features,), jnp.float32))
-        _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
+        _feature_params(
+            self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs, scale_metadata, bias_metadata
+        )
 
     def __call__(
         self, x: jax.Array, use_running_average: bool | None = None, *, mask: jax.Array | None = None
@@ -305,10 +311,14 @@ class LayerNorm(_FeatureNorm):
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
         rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LayerNorm", "nnx.LayerNorm(num_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "scale_init", "bias_init")
-        _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
+        keep_arguments(self, locals(), "scale_init", "bias_init", "scale_metadata", "bias_metadata")
+        _feature_params(
+            self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs, scale_metadata, bias_metadata
+        )
 
 
 class RMSNorm(_FeatureNorm):
@@ -340,10 +350,11 @@ class RMSNorm(_FeatureNorm):
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
         rngs: Rngs,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "RMSNorm", "nnx.RMSNorm(num_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "scale_init", "bias_init")
-        _feature_params(self, num_features, use_scale, False, scale_init, None, param_dtype, rngs)
+        keep_arguments(self, locals(), "scale_init", "scale_metadata")
+        _feature_params(self, num_features, use_scale, False, scale_init, None, param_dtype, rngs, scale_metadata)
 
 
 class GroupNorm(Module):
@@ -380,6 +391,8 @@ class GroupNorm(Module):
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
         rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "GroupNorm", "nnx.GroupNorm(num_features, num_groups=32, rngs=nnx.Rngs(0))")
         what = f"GroupNorm({num_features})"
@@ -395,7 +408,9 @@ class GroupNorm(Module):
             num_groups = num_features // group_size
         elif num_groups < 1 or num_features % num_groups:
             raise LayerError(f"{what}: num_groups={num_groups} does not divide the {num_features} features")
-        _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
+        _feature_params(
+            self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs, scale_metadata, bias_metadata
+        )
         self.num_features = num_features
         self.num_groups = num_groups
         self.group_size = num_features // num_groups
@@ -467,10 +482,14 @@ class InstanceNorm(Module):
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
         rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "InstanceNorm", "nnx.InstanceNorm(num_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "scale_init", "bias_init")
-        _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
+        keep_arguments(self, locals(), "scale_init", "bias_init", "scale_metadata", "bias_metadata")
+        _feature_params(
+            self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs, scale_metadata, bias_metadata
+        )
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         what = f"InstanceNorm({self.num_features})"

@@ -35,7 +35,7 @@ from ..module import Module
 from ..rngs import Rngs, RngStream
 from ..transforms import Carry, SameKeys, StateAxes, scan
 from ..variables import Param, RngState
-from .linear import Linear, check_rngs, keep_arguments
+from .linear import NO_METADATA, Linear, check_rngs, keep_arguments
 
 __all__ = [
     "RNNCellBase",
@@ -124,10 +124,15 @@ class RNNCellBase(Module):
         return out
 
 
+_METADATA = ("kernel_metadata", "recurrent_kernel_metadata", "bias_metadata")
+
+
 def _dense(in_features: int, out_features: int, use_bias: bool, kernel_init: Any, bias_init: Any,
-           dtype: Any, param_dtype: Any, rngs: Rngs) -> Linear:
+           dtype: Any, param_dtype: Any, rngs: Rngs, kernel_metadata: Mapping[str, Any],
+           bias_metadata: Mapping[str, Any]) -> Linear:
     return Linear(in_features, out_features, use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init,
-                  dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                  dtype=dtype, param_dtype=param_dtype, rngs=rngs, kernel_metadata=kernel_metadata,
+                  bias_metadata=bias_metadata)
 
 
 class SimpleCell(RNNCellBase):
@@ -160,13 +165,17 @@ class SimpleCell(RNNCellBase):
         bias_init: Any = default_bias_init,
         keep_rngs: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        recurrent_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "SimpleCell", "nnx.SimpleCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
         self.rngs = _kept_rngs(rngs, keep_rngs)
         self.dense_h = _dense(hidden_features, hidden_features, False, recurrent_kernel_init, bias_init,
-                              dtype, param_dtype, rngs)
-        self.dense_i = _dense(in_features, hidden_features, True, kernel_init, bias_init, dtype, param_dtype, rngs)
+                              dtype, param_dtype, rngs, recurrent_kernel_metadata, bias_metadata)
+        self.dense_i = _dense(in_features, hidden_features, True, kernel_init, bias_init, dtype, param_dtype, rngs,
+                              kernel_metadata, bias_metadata)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = self.dense_i(inputs) + self.dense_h(carry)
@@ -216,17 +225,21 @@ class LSTMCell(RNNCellBase):
         carry_init: Any = initializers.zeros,
         keep_rngs: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        recurrent_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LSTMCell", "nnx.LSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
         self.rngs = _kept_rngs(rngs, keep_rngs)
 
         def dense_i() -> Linear:
-            return _dense(in_features, hidden_features, False, kernel_init, bias_init, dtype, param_dtype, rngs)
+            return _dense(in_features, hidden_features, False, kernel_init, bias_init, dtype, param_dtype, rngs,
+                          kernel_metadata, bias_metadata)
 
         def dense_h() -> Linear:  # input and recurrent terms are summed: one bias is enough
             return _dense(hidden_features, hidden_features, True, recurrent_kernel_init, bias_init,
-                          dtype, param_dtype, rngs)
+                          dtype, param_dtype, rngs, recurrent_kernel_metadata, bias_metadata)
 
         self.ii, self.if_, self.ig, self.io = dense_i(), dense_i(), dense_i(), dense_i()
         self.hi, self.hf, self.hg, self.ho = dense_h(), dense_h(), dense_h(), dense_h()
@@ -277,13 +290,18 @@ class OptimizedLSTMCell(RNNCellBase):
         carry_init: Any = initializers.zeros,
         keep_rngs: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        recurrent_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "OptimizedLSTMCell", "nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
         self.rngs = _kept_rngs(rngs, keep_rngs)
         n = 4 * hidden_features
-        self.dense_i = _dense(in_features, n, False, kernel_init, bias_init, dtype, param_dtype, rngs)
-        self.dense_h = _dense(hidden_features, n, True, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs)
+        self.dense_i = _dense(in_features, n, False, kernel_init, bias_init, dtype, param_dtype, rngs,
+                              kernel_metadata, bias_metadata)
+        self.dense_h = _dense(hidden_features, n, True, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs,
+                              recurrent_kernel_metadata, bias_metadata)
 
     def __call__(self, carry: tuple, inputs: jax.Array) -> tuple[tuple, jax.Array]:
         c, h = carry
@@ -335,13 +353,18 @@ class GRUCell(RNNCellBase):
         carry_init: Any = initializers.zeros,
         keep_rngs: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        recurrent_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "GRUCell", "nnx.GRUCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
         self.rngs = _kept_rngs(rngs, keep_rngs)
         n = 3 * hidden_features
-        self.dense_i = _dense(in_features, n, True, kernel_init, bias_init, dtype, param_dtype, rngs)
-        self.dense_h = _dense(hidden_features, n, False, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs)
+        self.dense_i = _dense(in_features, n, True, kernel_init, bias_init, dtype, param_dtype, rngs,
+                              kernel_metadata, bias_metadata)
+        self.dense_h = _dense(hidden_features, n, False, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs,
+                              recurrent_kernel_metadata, bias_metadata)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = carry
