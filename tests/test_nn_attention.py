@@ -521,3 +521,34 @@ def test_mha_metadata_reaches_every_projection_as_in_the_reference():
     assert mha.out.bias.get_metadata() == {"role": "qkv_bias"}  # no out_bias_metadata: the shared one
     assert mha.query_ln.scale.get_metadata() == {"role": "q_ln"}
     assert mha.key_ln.scale.get_metadata() == {"role": "k_ln"}
+
+
+def test_is_causal_is_a_causal_mask():
+    q, k, v = (jnp.asarray(RNG.randn(B, L, 2, 4), jnp.float32) for _ in range(3))
+    causal = nnx.make_causal_mask(jnp.ones((B, L)))
+    expected = nnx.dot_product_attention(q, k, v, mask=causal)
+    np.testing.assert_allclose(np.asarray(nnx.dot_product_attention(q, k, v, is_causal=True)), np.asarray(expected),
+                               rtol=1e-6)
+    padding = nnx.make_attention_mask(jnp.ones((B, L)), jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]]))
+    both = nnx.dot_product_attention(q, k, v, mask=nnx.combine_masks(padding, causal))
+    np.testing.assert_allclose(np.asarray(nnx.dot_product_attention(q, k, v, mask=padding, is_causal=True)),
+                               np.asarray(both), rtol=1e-6)
+    weights = nnx.dot_product_attention_weights(q, k, is_causal=True)
+    assert float(np.abs(np.triu(np.asarray(weights), 1)).max()) == 0.0
+    mha = _mha()
+    x = jnp.asarray(RNG.randn(B, L, F), jnp.float32)
+    np.testing.assert_allclose(np.asarray(mha(x, is_causal=True)), np.asarray(mha(x, mask=causal)), rtol=1e-6)
+
+
+def test_mha_keep_rngs_false_holds_no_stream_and_takes_rngs_per_call():
+    mha = nnx.MultiHeadAttention(2, F, dropout_rate=0.5, deterministic=False, keep_rngs=False, rngs=nnx.Rngs(0))
+    assert mha.rngs is None and mha.keep_rngs is False
+    assert not nnx.state(mha, nnx.RngState)
+    x = jnp.ones((B, L, F))
+    with pytest.raises(nnx.RngError, match="keep_rngs=False"):
+        mha(x)
+    rngs = nnx.Rngs(dropout=1)
+    a, b = mha(x, rngs=rngs), mha(x, rngs=rngs)
+    assert not np.array_equal(np.asarray(a), np.asarray(b)) and int(rngs.dropout.count.value) == 2
+    kept = nnx.MultiHeadAttention(2, F, dropout_rate=0.5, deterministic=False, rngs=nnx.Rngs(0))
+    assert isinstance(kept.rngs, nnx.Rngs)  # keep_rngs=True, the default

@@ -204,3 +204,32 @@ def test_kernel_and_bias_metadata_are_stored_on_the_params():
         assert state["kernel"].get_metadata() == kernel_meta
         assert not hasattr(layer, "kernel_metadata")  # used once, like the initializers
     assert nnx.Linear(3, 4, rngs=nnx.Rngs(0)).kernel.get_metadata() == {}
+
+
+def test_preferred_element_type_and_injected_ops_are_used():
+    x = jnp.ones((2, 3), jnp.bfloat16)
+    kwargs = {"param_dtype": jnp.bfloat16, "preferred_element_type": jnp.float32, "rngs": nnx.Rngs(0)}
+    assert nnx.Linear(3, 4, **kwargs)(x).dtype == jnp.float32  # the dot accumulates and returns float32
+    assert nnx.Linear(3, 4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(x).dtype == jnp.bfloat16
+    assert nnx.LinearGeneral(3, 4, **kwargs)(x).dtype == jnp.float32
+    assert nnx.Einsum("bd,df->bf", (3, 4), **kwargs)(x).dtype == jnp.float32
+
+    calls = []
+
+    def doubled_dot(lhs, rhs, dims, precision=None):  # a custom op need not take preferred_element_type
+        calls.append(dims)
+        return 2 * jax.lax.dot_general(lhs, rhs, dims, precision=precision)
+
+    xf = jnp.asarray(np.random.RandomState(0).randn(2, 3), jnp.float32)
+    plain = nnx.Linear(3, 4, use_bias=False, rngs=nnx.Rngs(0))
+    custom = nnx.Linear(3, 4, use_bias=False, dot_general=doubled_dot, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(custom(xf)), 2 * np.asarray(plain(xf)), rtol=1e-6)
+    general = nnx.LinearGeneral(3, 4, use_bias=False, dot_general_cls=lambda: doubled_dot, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(general(xf)), 2 * np.asarray(plain(xf)), rtol=1e-6)
+    assert len(calls) == 2
+
+    def tripled_einsum(equation, a, b, precision=None):
+        return 3 * jnp.einsum(equation, a, b, precision=precision)
+
+    einsum = nnx.Einsum("bd,df->bf", (3, 4), einsum_op=tripled_einsum, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(einsum(xf)), 3 * np.asarray(xf @ einsum.kernel.value), rtol=1e-5)

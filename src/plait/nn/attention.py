@@ -97,11 +97,14 @@ def dot_product_attention_weights(
     dtype: Any = None,
     precision: Any = None,
     module: Module | None = None,
+    is_causal: bool = False,
 ) -> jax.Array:
     """The attention weights ``softmax(q k^T / sqrt(depth) + bias)``, masked and dropped out.
 
     Returns ``[batch..., heads, q_length, kv_length]``. Where ``mask`` is false the logit is
-    set to the dtype's lowest value before the softmax. Dropout (unless ``deterministic``
+    set to the dtype's lowest value before the softmax. ``is_causal=True`` also masks every
+    key after the query's position (query ``i`` sees keys ``0..i``, counted from the
+    start of both sequences, as ``jax.nn.dot_product_attention`` does). Dropout (unless ``deterministic``
     or ``dropout_rate == 0``) needs ``dropout_rng``, a key; ``broadcast_dropout`` shares one
     mask across the batch and head axes. Given ``module``, the weights (before dropout) are
     sown on it (``module.sow``): ``module.attention_weights`` is an ``nnx.Intermediate``
@@ -125,6 +128,11 @@ def dot_product_attention_weights(
         logits = logits + bias
     if mask is not None:
         _check_broadcasts(mask, logits.shape, "dot_product_attention", "mask")
+    if is_causal:
+        q_length, kv_length = logits.shape[-2:]
+        causal = jnp.tril(jnp.ones((q_length, kv_length), jnp.bool_))
+        mask = causal if mask is None else jnp.logical_and(mask, causal)
+    if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits).astype(dtype)
 
@@ -160,6 +168,7 @@ def dot_product_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Module | None = None,
+    is_causal: bool = False,
 ) -> jax.Array:
     """Attention: the values weighted by :func:`dot_product_attention_weights`.
 
@@ -186,7 +195,7 @@ def dot_product_attention(
     query, key, value = promote_dtype(query, key, value, dtype=dtype)
     weights = dot_product_attention_weights(
         query, key, bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic, query.dtype, precision,
-        module,
+        module, is_causal,
     )
     return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
 
@@ -291,8 +300,8 @@ class MultiHeadAttention(Module):
     ``normalize_qk=True``.
 
     Dropout on the attention weights (``dropout_rate > 0``) draws a new key from the
-    ``dropout`` stream (falling back to ``default``) of the ``rngs`` given here, on every
-    call; ``deterministic=True`` (in the constructor, the call, or via ``model.eval()``)
+    ``dropout`` stream (falling back to ``default``) of the ``rngs`` given here (kept
+    unless ``keep_rngs=False``; then each call passes ``rngs``), on every call; ``deterministic=True`` (in the constructor, the call, or via ``model.eval()``)
     turns it off. With dropout and ``deterministic`` left None, the call raises.
 
     Decoding: call :meth:`init_cache` with the shape of the full sequence, then call with
@@ -334,6 +343,7 @@ class MultiHeadAttention(Module):
         attention_fn: Callable[..., jax.Array] = dot_product_attention,
         decode: bool | None = None,
         normalize_qk: bool = False,
+        keep_rngs: bool = True,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
         out_kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -391,8 +401,9 @@ class MultiHeadAttention(Module):
             kernel_metadata=out_kernel_metadata or kernel_metadata, bias_metadata=out_bias_metadata or bias_metadata,
         )
         # Only a layer that drops out holds RNG state: a stack of attention layers without
-        # dropout can then be scanned without splitting or carrying any stream.
-        self.rngs = rngs if dropout_rate > 0.0 else None
+        # dropout can then be scanned without splitting or carrying any stream. With
+        # keep_rngs=False it holds none either, and each call that drops out takes rngs.
+        self.rngs = rngs if keep_rngs and dropout_rate > 0.0 else None
         self.cached_key: Cache | None = None
         self.cached_value: Cache | None = None
         self.cache_index: Cache | None = None
@@ -414,6 +425,7 @@ class MultiHeadAttention(Module):
         self.attention_fn = attention_fn
         self.decode = decode
         self.normalize_qk = normalize_qk
+        self.keep_rngs = keep_rngs
 
     def __call__(
         self,
@@ -426,12 +438,14 @@ class MultiHeadAttention(Module):
         rngs: Rngs | RngStream | None = None,
         sow_weights: bool = False,
         decode: bool | None = None,
+        is_causal: bool = False,
     ) -> jax.Array:
         """Attend from ``inputs_q`` to ``inputs_k``/``inputs_v``; see the class docstring.
 
         ``mask`` is broadcastable to ``[batch..., num_heads, q_length, kv_length]``.
         ``deterministic``, ``rngs`` and ``decode`` given here take precedence over the
-        constructor's. ``sow_weights=True`` sows the attention weights: after the call,
+        constructor's. ``is_causal=True`` adds a causal mask (see
+        :func:`dot_product_attention_weights`). ``sow_weights=True`` sows the attention weights: after the call,
         ``self.attention_weights.value`` is a tuple holding those of each such call, as in
         Flax NNX (``nnx.pop(model, nnx.Intermediate)`` collects and removes them).
         """
@@ -493,6 +507,7 @@ class MultiHeadAttention(Module):
             dtype=self.dtype,
             precision=self.precision,
             module=self if sow_weights else None,
+            **({"is_causal": True} if is_causal else {}),  # a custom attention_fn need not take it
         )
         return self.out(x)
 
@@ -536,8 +551,8 @@ class MultiHeadAttention(Module):
         if isinstance(rngs, RngStream):
             return rngs()
         raise RngError(
-            "MultiHeadAttention has no RNG for dropout: it was built with dropout_rate=0 or got no "
-            f"rngs, and the call got rngs={rngs!r}.\n"
+            "MultiHeadAttention has no RNG for dropout: it was built with dropout_rate=0, keep_rngs=False "
+            f"or no rngs, and the call got rngs={rngs!r}.\n"
             "Build it with nnx.MultiHeadAttention(..., dropout_rate=r, rngs=rngs), pass rngs=rngs to "
             "the call, or turn dropout off with deterministic=True."
         )

@@ -25,7 +25,7 @@ from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param
-from .linear import NO_METADATA, check_rngs, promote_dtype
+from .linear import NO_METADATA, check_rngs, element_type, promote_dtype
 
 __all__ = ["Conv", "ConvTranspose"]
 
@@ -157,6 +157,7 @@ class Conv(Module):
         precision: Any = None,
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
+        conv_general_dilated: Any = jax.lax.conv_general_dilated,
         preferred_element_type: Any = None,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -198,6 +199,7 @@ class Conv(Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
+        self.conv_general_dilated = conv_general_dilated
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -224,7 +226,7 @@ class Conv(Module):
         if self.mask is not None:
             kernel = kernel * self.mask
         x, kernel, bias = promote_dtype(x, kernel, None if self.bias is None else self.bias.value, dtype=self.dtype)
-        y = jax.lax.conv_general_dilated(
+        y = self.conv_general_dilated(
             x,
             kernel,
             strides,
@@ -234,7 +236,7 @@ class Conv(Module):
             dimension_numbers=_dimension_numbers(rank),
             feature_group_count=self.feature_group_count,
             precision=self.precision,
-            preferred_element_type=self.preferred_element_type,
+            **element_type(self.preferred_element_type),
         )
         if bias is not None:
             y = y + bias

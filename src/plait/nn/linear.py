@@ -47,6 +47,12 @@ def promote_dtype(*arrays: Any, dtype: Any = None) -> list:
     return [None if a is None else jnp.asarray(a, dtype) for a in arrays]
 
 
+def element_type(preferred_element_type: Any) -> dict[str, Any]:
+    """``{"preferred_element_type": t}`` when one is set, else ``{}``, as the reference passes it:
+    a custom ``dot_general``/``einsum_op``/``conv_general_dilated`` need not take the keyword."""
+    return {} if preferred_element_type is None else {"preferred_element_type": preferred_element_type}
+
+
 def check_rngs(rngs: Any, layer: str, example: str) -> None:
     """The error every layer gives when built without ``rngs``."""
     if not isinstance(rngs, Rngs):
@@ -93,6 +99,8 @@ class Linear(Module):
         precision: Any = None,
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
+        dot_general: Any = jax.lax.dot_general,
+        preferred_element_type: Any = None,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
         bias_metadata: Mapping[str, Any] = NO_METADATA,
@@ -115,7 +123,10 @@ class Linear(Module):
             )
         dtype = self.dtype or jnp.result_type(x, kernel)
         x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
-        y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
+        y = self.dot_general(
+            x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision,
+            **element_type(self.preferred_element_type),
+        )
         if bias is not None:
             y = y + jnp.asarray(bias, dtype)
         return y
@@ -155,6 +166,8 @@ class LinearGeneral(Module):
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
         precision: Any = None,
+        dot_general: Any = None,
+        dot_general_cls: Any = None,
         preferred_element_type: Any = None,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -184,6 +197,8 @@ class LinearGeneral(Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
+        self.dot_general = dot_general
+        self.dot_general_cls = dot_general_cls
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -205,9 +220,12 @@ class LinearGeneral(Module):
             inputs, self.kernel.value, None if self.bias is None else self.bias.value, dtype=self.dtype
         )
         dims = ((axis, tuple(range(len(axis)))), ((), ()))
-        y = jax.lax.dot_general(
-            x, kernel, dims, precision=self.precision, preferred_element_type=self.preferred_element_type
-        )
+        # As in the reference: an instance of dot_general_cls, else dot_general, else lax's.
+        if self.dot_general_cls is not None:
+            dot_general = self.dot_general_cls()
+        else:
+            dot_general = self.dot_general or jax.lax.dot_general
+        y = dot_general(x, kernel, dims, precision=self.precision, **element_type(self.preferred_element_type))
         if bias is not None:
             y = y + bias
         return y
@@ -256,6 +274,7 @@ class Einsum(Module):
         precision: Any = None,
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
+        einsum_op: Any = jnp.einsum,
         preferred_element_type: Any = None,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -276,6 +295,7 @@ class Einsum(Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
+        self.einsum_op = einsum_op
         self.preferred_element_type = preferred_element_type
 
     @staticmethod
@@ -299,9 +319,7 @@ class Einsum(Module):
         x, kernel, bias = promote_dtype(
             inputs, self.kernel.value, None if self.bias is None else self.bias.value, dtype=self.dtype
         )
-        y = jnp.einsum(
-            equation, x, kernel, precision=self.precision, preferred_element_type=self.preferred_element_type
-        )
+        y = self.einsum_op(equation, x, kernel, precision=self.precision, **element_type(self.preferred_element_type))
         if bias is not None:
             y = y + jnp.reshape(bias, self._bias_broadcast_shape(equation, x.ndim, kernel.shape))
         return y
