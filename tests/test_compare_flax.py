@@ -467,3 +467,49 @@ def test_avg_pool_count_include_pad_false(padding):
     x = _randn(1, 5, 5, 2)
     assert_close(*both(nnx.avg_pool, fnnx.avg_pool, x, window_shape=(3, 2), strides=(1, 1), padding=padding,
                        count_include_pad=False))
+
+
+# =======================================================================================
+# Constructor keywords
+# =======================================================================================
+# plait's own keywords, which the reference does not have (none of them changes what a
+# reference keyword means).
+PLAIT_ONLY = {
+    "Embed": {"check_ids"},  # check traced ids at run time
+    "LoRALinear": {"lora_base_module"},
+    "PReLU": {"rngs"},  # accepted for a uniform constructor; PReLU draws nothing
+}
+
+
+def _parameter_names(obj) -> set:
+    import inspect
+
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)  # Sequential(*layers) ~ (*fns)
+    return {n for n, p in inspect.signature(target).parameters.items() if p.kind not in kinds and n != "self"}
+
+
+def _shared_layers() -> list:
+    import inspect
+
+    names = []
+    for name in nnx.nn.__all__:
+        ours, theirs = getattr(nnx, name), getattr(fnnx, name, None)
+        if theirs is None or (inspect.isclass(ours) and not issubclass(ours, nnx.Module)):
+            continue  # not in the reference, or not a layer (LoRAParam is a Variable type)
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("name", _shared_layers())
+def test_every_reference_keyword_is_accepted(name):
+    """Each keyword of the reference's constructor (or function) exists in plait's, so Flax
+    NNX code runs unchanged; tests beside each layer check that it is implemented."""
+    ours, theirs = _parameter_names(getattr(nnx, name)), _parameter_names(getattr(fnnx, name))
+    assert not theirs - ours, f"{name}: plait lacks the reference's {sorted(theirs - ours)}"
+    assert ours - theirs == PLAIT_ONLY.get(name, set()), f"{name}: plait-only keywords {sorted(ours - theirs)}"
+
+
+def test_the_comparison_covers_the_layers():
+    shared = set(_shared_layers())
+    assert {"Linear", "Conv", "Embed", "BatchNorm", "MultiHeadAttention", "LSTMCell", "RNN", "dot_product_attention"} <= shared

@@ -552,3 +552,21 @@ def test_mha_keep_rngs_false_holds_no_stream_and_takes_rngs_per_call():
     assert not np.array_equal(np.asarray(a), np.asarray(b)) and int(rngs.dropout.count.value) == 2
     kept = nnx.MultiHeadAttention(2, F, dropout_rate=0.5, deterministic=False, rngs=nnx.Rngs(0))
     assert isinstance(kept.rngs, nnx.Rngs)  # keep_rngs=True, the default
+
+
+def test_mha_promote_dtype_and_dot_general_reach_the_projections():
+    def dot(lhs, rhs, dims, precision=None):
+        return jax.lax.dot_general(lhs, rhs, dims, precision=precision)
+
+    def promote(args, /, *, dtype=None, inexact=True):
+        return tuple(args)
+
+    mha = nnx.MultiHeadAttention(
+        2, F, normalize_qk=True, qkv_promote_dtype=promote, out_promote_dtype=promote, ln_promote_dtype=promote,
+        qkv_dot_general=dot, out_dot_general_cls=lambda: dot, rngs=nnx.Rngs(0),
+    )
+    assert all(getattr(mha, n).promote_dtype is promote and getattr(mha, n).dot_general is dot
+               for n in ("query", "key", "value"))
+    assert mha.out.promote_dtype is promote and mha.out.dot_general_cls() is dot
+    assert mha.query_ln.promote_dtype is promote and mha.key_ln.promote_dtype is promote
+    assert mha(jnp.ones((B, L, F))).shape == (B, L, F)

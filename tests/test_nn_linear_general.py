@@ -233,3 +233,32 @@ def test_preferred_element_type_and_injected_ops_are_used():
 
     einsum = nnx.Einsum("bd,df->bf", (3, 4), einsum_op=tripled_einsum, rngs=nnx.Rngs(0))
     np.testing.assert_allclose(np.asarray(einsum(xf)), 3 * np.asarray(xf @ einsum.kernel.value), rtol=1e-5)
+
+
+def to_half(args, /, *, dtype=None, inexact=True):
+    """A promote_dtype in the reference's convention: one tuple in, one tuple out."""
+    to_half.calls += 1
+    return tuple(None if a is None else jnp.asarray(a, jnp.float16) for a in args)
+
+
+to_half.calls = 0
+
+
+def test_promote_dtype_is_called_as_the_reference_calls_it():
+    x = jnp.ones((2, 3))
+    layers = [
+        nnx.Linear(3, 4, promote_dtype=to_half, rngs=nnx.Rngs(0)),
+        nnx.LinearGeneral(3, 4, promote_dtype=to_half, rngs=nnx.Rngs(0)),
+        nnx.Einsum("bd,df->bf", (3, 4), (4,), promote_dtype=to_half, rngs=nnx.Rngs(0)),
+    ]
+    before = to_half.calls
+    for layer in layers:
+        assert layer(x).dtype == jnp.float16
+    assert to_half.calls == before + 3
+    assert nnx.Linear(3, 4, rngs=nnx.Rngs(0))(x).dtype == jnp.float32  # the default promotes together
+
+
+def test_batch_axis_is_refused_with_the_vmap_to_write():
+    with pytest.raises(LayerError, match="(?s)batch_axis.*nnx.vmap"):
+        nnx.LinearGeneral(3, 4, batch_axis={0: 2}, rngs=nnx.Rngs(0))
+    assert nnx.LinearGeneral(3, 4, batch_axis={}, rngs=nnx.Rngs(0)).kernel.value.shape == (3, 4)

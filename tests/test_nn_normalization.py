@@ -607,3 +607,17 @@ def test_scale_and_bias_metadata_are_stored_on_the_params(cls):
     else:
         with pytest.raises(TypeError, match="bias_metadata"):
             cls(4, bias_metadata={"a": 1}, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("cls", [nnx.BatchNorm, nnx.LayerNorm, nnx.RMSNorm, nnx.GroupNorm, nnx.InstanceNorm])
+def test_promote_dtype_is_called_as_the_reference_calls_it(cls):
+    seen = []
+
+    def to_bfloat16(args, /, *, dtype=None, inexact=True):
+        seen.append(len(args))
+        return tuple(None if a is None else jnp.asarray(a, jnp.bfloat16) for a in args)
+
+    kwargs = {"num_groups": 2} if cls is nnx.GroupNorm else {}
+    layer = cls(4, promote_dtype=to_bfloat16, rngs=nnx.Rngs(0), **kwargs)
+    assert layer(jnp.asarray(rand(3, 2, 4))).dtype == jnp.bfloat16
+    assert seen == [5 if cls is nnx.BatchNorm else 2 if cls is nnx.RMSNorm else 3]  # BatchNorm: x, mean, var, scale, bias

@@ -429,3 +429,20 @@ def test_cell_metadata_goes_to_input_recurrent_kernels_and_biases(cls):
             assert role == ("input" if v.value.shape[0] == IN else "recurrent"), (path, role)
         roles.add(role)
     assert roles == {"input", "recurrent", "bias"}
+
+
+def test_cell_promote_dtype_reaches_its_dense_layers_and_bidirectional_keeps_a_carry_stream():
+    def promote(args, /, *, dtype=None, inexact=True):
+        return tuple(None if a is None else jnp.asarray(a, jnp.float16) for a in args)
+
+    cell = nnx.GRUCell(IN, H, promote_dtype=promote, rngs=nnx.Rngs(0))
+    assert cell.dense_i.promote_dtype is promote and cell.dense_h.promote_dtype is promote
+    assert cell.dense_i(jnp.ones((B, IN))).dtype == jnp.float16
+
+    def rnn():
+        return nnx.RNN(_cell(nnx.GRUCell, carry_init=nnx.initializers.normal(1.0)), rngs=False)
+
+    bi = nnx.Bidirectional(rnn(), rnn(), return_carry=True, rngs=nnx.Rngs(carry=3))
+    assert isinstance(bi.rngs, nnx.RngStream)
+    (forward, backward), _ = bi(jnp.asarray(_x()))  # the RNNs hold no stream: the Bidirectional's is used
+    assert int(bi.rngs.count.value) == 2 and forward.shape == (B, H)

@@ -33,7 +33,8 @@ from ..errors import LayerError, RngError
 from ..module import Module
 from ..rngs import Rngs, RngStream
 from ..variables import Cache, Intermediate
-from .linear import NO_METADATA, LinearGeneral, check_rngs, promote_dtype
+from .linear import NO_METADATA, LinearGeneral, check_rngs
+from .linear import promote_dtype as default_promote_dtype
 from .normalization import LayerNorm
 
 __all__ = [
@@ -97,6 +98,7 @@ def dot_product_attention_weights(
     dtype: Any = None,
     precision: Any = None,
     module: Module | None = None,
+    promote_dtype: Callable[..., Any] = default_promote_dtype,
     is_causal: bool = False,
 ) -> jax.Array:
     """The attention weights ``softmax(q k^T / sqrt(depth) + bias)``, masked and dropped out.
@@ -118,7 +120,7 @@ def dot_product_attention_weights(
         ((2, 3, 3), [0.3333333432674408, 0.3333333432674408, 0.3333333432674408])
     """
     _check_qk(query, key, "dot_product_attention_weights")
-    query, key = promote_dtype(query, key, dtype=dtype)
+    query, key = promote_dtype((query, key), dtype=dtype)
     dtype = query.dtype
     depth = query.shape[-1]
     query = query / jnp.sqrt(jnp.asarray(depth, dtype))
@@ -168,6 +170,7 @@ def dot_product_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Module | None = None,
+    promote_dtype: Callable[..., Any] = default_promote_dtype,
     is_causal: bool = False,
 ) -> jax.Array:
     """Attention: the values weighted by :func:`dot_product_attention_weights`.
@@ -192,10 +195,10 @@ def dot_product_attention(
             f"dot_product_attention: key has shape {k} and value has shape {v}; expected the same "
             "[batch..., kv_length, heads] (only the last axis, the depth, may differ)"
         )
-    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+    query, key, value = promote_dtype((query, key, value), dtype=dtype)
     weights = dot_product_attention_weights(
         query, key, bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic, query.dtype, precision,
-        module, is_causal,
+        module, promote_dtype, is_causal,
     )
     return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
 
@@ -343,6 +346,13 @@ class MultiHeadAttention(Module):
         attention_fn: Callable[..., jax.Array] = dot_product_attention,
         decode: bool | None = None,
         normalize_qk: bool = False,
+        qkv_promote_dtype: Callable[..., Any] = default_promote_dtype,
+        out_promote_dtype: Callable[..., Any] = default_promote_dtype,
+        ln_promote_dtype: Callable[..., Any] = default_promote_dtype,
+        qkv_dot_general: Any = None,
+        out_dot_general: Any = None,
+        qkv_dot_general_cls: Any = None,
+        out_dot_general_cls: Any = None,
         keep_rngs: bool = True,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -374,7 +384,8 @@ class MultiHeadAttention(Module):
             return LinearGeneral(
                 in_f, (heads, head_dim), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                 precision=precision, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs,
-                kernel_metadata=kernel_metadata, bias_metadata=bias_metadata,
+                kernel_metadata=kernel_metadata, bias_metadata=bias_metadata, promote_dtype=qkv_promote_dtype,
+                dot_general=qkv_dot_general, dot_general_cls=qkv_dot_general_cls,
             )
 
         self.query = projection(in_features, num_heads)
@@ -384,11 +395,11 @@ class MultiHeadAttention(Module):
             # Normalising queries and keys keeps the logits small (ViT-22B, arXiv:2302.05442).
             self.query_ln = LayerNorm(
                 head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-                scale_metadata=query_ln_scale_metadata,
+                scale_metadata=query_ln_scale_metadata, promote_dtype=ln_promote_dtype,
             )
             self.key_ln = LayerNorm(
                 head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-                scale_metadata=key_ln_scale_metadata,
+                scale_metadata=key_ln_scale_metadata, promote_dtype=ln_promote_dtype,
             )
         else:
             self.query_ln = None
@@ -399,6 +410,7 @@ class MultiHeadAttention(Module):
             bias_init=out_bias_init or bias_init, rngs=rngs,
             # As in the reference: the output layer's own metadata, if any, else the shared one.
             kernel_metadata=out_kernel_metadata or kernel_metadata, bias_metadata=out_bias_metadata or bias_metadata,
+            promote_dtype=out_promote_dtype, dot_general=out_dot_general, dot_general_cls=out_dot_general_cls,
         )
         # Only a layer that drops out holds RNG state: a stack of attention layers without
         # dropout can then be scanned without splitting or carrying any stream. With

@@ -13,7 +13,7 @@ int per spatial axis.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -158,6 +158,7 @@ class Conv(Module):
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
         conv_general_dilated: Any = jax.lax.conv_general_dilated,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -200,6 +201,7 @@ class Conv(Module):
         self.param_dtype = param_dtype
         self.precision = precision
         self.conv_general_dilated = conv_general_dilated
+        self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -225,7 +227,9 @@ class Conv(Module):
         kernel = self.kernel.value
         if self.mask is not None:
             kernel = kernel * self.mask
-        x, kernel, bias = promote_dtype(x, kernel, None if self.bias is None else self.bias.value, dtype=self.dtype)
+        x, kernel, bias = self.promote_dtype(
+            (x, kernel, None if self.bias is None else self.bias.value), dtype=self.dtype
+        )
         y = self.conv_general_dilated(
             x,
             kernel,
@@ -280,6 +284,7 @@ class ConvTranspose(Module):
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
         transpose_kernel: bool = False,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -320,6 +325,7 @@ class ConvTranspose(Module):
         self.param_dtype = param_dtype
         self.precision = precision
         self.transpose_kernel = transpose_kernel
+        self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -333,7 +339,9 @@ class ConvTranspose(Module):
         kernel = self.kernel.value
         if self.mask is not None:
             kernel = kernel * self.mask
-        x, kernel, bias = promote_dtype(x, kernel, None if self.bias is None else self.bias.value, dtype=self.dtype)
+        x, kernel, bias = self.promote_dtype(
+            (x, kernel, None if self.bias is None else self.bias.value), dtype=self.dtype
+        )
         y = jax.lax.conv_transpose(
             x,
             kernel,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -63,6 +63,7 @@ class Embed(Module):
         param_dtype: Any = jnp.float32,
         embedding_init: Any = default_embed_init,
         check_ids: bool = False,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
         embedding_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
@@ -79,9 +80,8 @@ class Embed(Module):
                 f"of shape {tuple(jnp.shape(inputs))}.\n"
                 "Cast the ids: embed(ids.astype(jnp.int32)); to score vectors against the table use embed.attend(x)."
             )
-        embedding = self.embedding.value
-        if self.dtype is not None:
-            embedding = jnp.asarray(embedding, self.dtype)
+        # The table keeps its dtype (an integer table stays integer), or takes `dtype`.
+        (embedding,) = self.promote_dtype((self.embedding.value,), dtype=self.dtype, inexact=False)
         if isinstance(inputs, jax.core.Tracer):
             if self.check_ids:
                 jax.debug.callback(self._check_ids, inputs)
@@ -117,5 +117,5 @@ class Embed(Module):
                 f"Embed({self.num_embeddings}, {self.features}).attend got a query of shape "
                 f"{tuple(jnp.shape(query))}: its last axis must be {self.features}"
             )
-        query, embedding = promote_dtype(query, self.embedding.value, dtype=self.dtype)
+        query, embedding = self.promote_dtype((query, self.embedding.value), dtype=self.dtype)
         return jnp.dot(query, embedding.T)

@@ -10,7 +10,7 @@ float).
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -34,17 +34,31 @@ default_bias_init = initializers.zeros
 NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
-def promote_dtype(*arrays: Any, dtype: Any = None) -> list:
-    """Cast ``arrays`` (``None`` passes through) to ``dtype``, or to their common inexact dtype.
+def promote_dtype(*arrays: Any, dtype: Any = None, inexact: bool = True) -> Any:
+    """Cast ``arrays`` (``None`` passes through) to ``dtype``, or to their common dtype
+    (made inexact, unless ``inexact=False``).
 
     The layers of ``plait.nn`` use this one rule so that ``dtype``/``param_dtype`` mean the
-    same thing everywhere.
+    same thing everywhere. Every layer that promotes takes it as its ``promote_dtype``
+    keyword and calls it as the reference does, with one tuple (``promote_dtype((x, kernel,
+    bias), dtype=dtype)``, which returns a tuple), so a replacement written for Flax NNX
+    works here; given the arrays one by one it returns a list.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from plait.nn.linear import promote_dtype
+        >>> x, w = promote_dtype((jnp.ones(2, jnp.bfloat16), jnp.ones(2)), dtype=None)
+        >>> x.dtype, w.dtype
+        (dtype('float32'), dtype('float32'))
     """
+    as_tuple = len(arrays) == 1 and isinstance(arrays[0], tuple)
+    items = arrays[0] if as_tuple else arrays
     if dtype is None:
-        dtype = jnp.result_type(*[a for a in arrays if a is not None])
-        if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(*[a for a in items if a is not None])
+        if inexact and not jnp.issubdtype(dtype, jnp.inexact):
             dtype = jnp.promote_types(dtype, jnp.float32)
-    return [None if a is None else jnp.asarray(a, dtype) for a in arrays]
+    out = [None if a is None else jnp.asarray(a, dtype) for a in items]
+    return tuple(out) if as_tuple else out
 
 
 def element_type(preferred_element_type: Any) -> dict[str, Any]:
@@ -79,7 +93,11 @@ class Linear(Module):
 
     ``kernel`` has shape ``(in_features, out_features)``. ``param_dtype`` is the dtype of the
     parameters; ``dtype`` (if given) is the dtype of the computation, else the inputs and
-    parameters are promoted together.
+    parameters are promoted together (by ``promote_dtype``, replaceable as in the
+    reference). ``dot_general`` (default ``jax.lax.dot_general``) does the product, given
+    ``preferred_element_type`` when that is set (e.g. ``jnp.float32`` accumulation and
+    output for bfloat16 operands). ``kernel_metadata``/``bias_metadata`` become the Params'
+    metadata.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -100,6 +118,7 @@ class Linear(Module):
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
         dot_general: Any = jax.lax.dot_general,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -121,14 +140,13 @@ class Linear(Module):
                 f"Linear({self.in_features}, {self.out_features}) got input of shape {tuple(jnp.shape(x))}: "
                 f"its last axis must be {self.in_features}"
             )
-        dtype = self.dtype or jnp.result_type(x, kernel)
-        x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
+        x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
         y = self.dot_general(
             x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision,
             **element_type(self.preferred_element_type),
         )
         if bias is not None:
-            y = y + jnp.asarray(bias, dtype)
+            y = y + bias
         return y
 
 
@@ -168,12 +186,21 @@ class LinearGeneral(Module):
         precision: Any = None,
         dot_general: Any = None,
         dot_general_cls: Any = None,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
+        batch_axis: Mapping[int, int] = MappingProxyType({}),
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
         bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LinearGeneral", "nnx.LinearGeneral(in_features, out_features, rngs=nnx.Rngs(0))")
+        if batch_axis:
+            raise LayerError(
+                f"LinearGeneral: batch_axis={dict(batch_axis)} (a kernel per batch index) is not supported by plait.\n"
+                "Stack one layer per batch index with nnx.vmap instead, and map the inputs' batch axis:\n"
+                "    layers = nnx.split_rngs(splits=n)(nnx.vmap(lambda r: nnx.LinearGeneral(..., rngs=r), axis_size=n))(rngs)\n"
+                "    y = nnx.vmap(lambda layer, x: layer(x), in_axes=(0, batch_axis))(layers, x)"
+            )
         in_features, out_features, axis = _as_tuple(in_features), _as_tuple(out_features), _as_tuple(axis)
         if len(axis) != len(in_features):
             suggestion = tuple(range(-len(in_features), 0))
@@ -199,6 +226,7 @@ class LinearGeneral(Module):
         self.precision = precision
         self.dot_general = dot_general
         self.dot_general_cls = dot_general_cls
+        self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -216,8 +244,8 @@ class LinearGeneral(Module):
                 f"LinearGeneral(in_features={self.in_features}) got input of shape {shape}: its axes {self.axis} "
                 f"have sizes {got}, expected {self.in_features}"
             )
-        x, kernel, bias = promote_dtype(
-            inputs, self.kernel.value, None if self.bias is None else self.bias.value, dtype=self.dtype
+        x, kernel, bias = self.promote_dtype(
+            (inputs, self.kernel.value, None if self.bias is None else self.bias.value), dtype=self.dtype
         )
         dims = ((axis, tuple(range(len(axis)))), ((), ()))
         # As in the reference: an instance of dot_general_cls, else dot_general, else lax's.
@@ -275,6 +303,7 @@ class Einsum(Module):
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
         einsum_op: Any = jnp.einsum,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -296,6 +325,7 @@ class Einsum(Module):
         self.param_dtype = param_dtype
         self.precision = precision
         self.einsum_op = einsum_op
+        self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
 
     @staticmethod
@@ -316,8 +346,8 @@ class Einsum(Module):
 
     def __call__(self, inputs: jax.Array, einsum_str: str | None = None) -> jax.Array:
         equation = self.einsum_str if einsum_str is None else self._check_equation(einsum_str)
-        x, kernel, bias = promote_dtype(
-            inputs, self.kernel.value, None if self.bias is None else self.bias.value, dtype=self.dtype
+        x, kernel, bias = self.promote_dtype(
+            (inputs, self.kernel.value, None if self.bias is None else self.bias.value), dtype=self.dtype
         )
         y = self.einsum_op(equation, x, kernel, precision=self.precision, **element_type(self.preferred_element_type))
         if bias is not None:

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -70,6 +70,7 @@ class LoRA(Module):
         a_initializer: Any = default_a_initializer,
         b_initializer: Any = default_b_initializer,
         lora_param_type: type[Variable] = LoRAParam,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
         a_metadata: Mapping[str, Any] = NO_METADATA,
         b_metadata: Mapping[str, Any] = NO_METADATA,
@@ -86,6 +87,7 @@ class LoRA(Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.lora_param_type = lora_param_type
+        self.promote_dtype = promote_dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if jnp.shape(x)[-1:] != (self.in_features,):
@@ -93,7 +95,7 @@ class LoRA(Module):
                 f"LoRA({self.in_features}, rank {self.lora_rank}, {self.out_features}) got input of shape "
                 f"{tuple(jnp.shape(x))}: its last axis must be {self.in_features}"
             )
-        xp, a, b = promote_dtype(x, self.lora_a.value, self.lora_b.value, dtype=self.dtype)
+        xp, a, b = self.promote_dtype((x, self.lora_a.value, self.lora_b.value), dtype=self.dtype)
         out = xp @ a @ b
         if self.base_module is not None:
             out = out + self.base_module(x)
@@ -127,6 +129,7 @@ class LoRALinear(Linear):
         a_initializer: Any = default_a_initializer,
         b_initializer: Any = default_b_initializer,
         lora_param_type: type[Variable] = LoRAParam,
+        lora_promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
         a_metadata: Mapping[str, Any] = NO_METADATA,
         b_metadata: Mapping[str, Any] = NO_METADATA,
@@ -143,6 +146,7 @@ class LoRALinear(Linear):
             a_initializer=a_initializer,
             b_initializer=b_initializer,
             lora_param_type=lora_param_type,
+            promote_dtype=lora_promote_dtype,
             rngs=rngs,
             a_metadata=a_metadata,
             b_metadata=b_metadata,

@@ -29,7 +29,7 @@ layer's own Params stay the raw, trainable values.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -174,8 +174,11 @@ def _feature_params(
 
 def _promoted(layer: Module, x: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     scale = layer.scale.value if getattr(layer, "scale", None) is not None else None
+    if isinstance(layer, RMSNorm):  # no bias: promote_dtype gets (x, scale), as in the reference
+        x, scale = layer.promote_dtype((x, scale), dtype=layer.dtype)
+        return x, scale, None
     bias = layer.bias.value if getattr(layer, "bias", None) is not None else None
-    x, scale, bias = promote_dtype(x, scale, bias, dtype=layer.dtype)
+    x, scale, bias = layer.promote_dtype((x, scale, bias), dtype=layer.dtype)
     return x, scale, bias
 
 
@@ -220,6 +223,7 @@ class BatchNorm(Module):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
         bias_metadata: Mapping[str, Any] = NO_METADATA,
         scale_metadata: Mapping[str, Any] = NO_METADATA,
@@ -247,7 +251,9 @@ class BatchNorm(Module):
         # `dtype` says otherwise; with `dtype` they are cast to it.
         scale = self.scale.value if self.scale is not None else None
         bias = self.bias.value if self.bias is not None else None
-        x, mean, var, scale, bias = promote_dtype(x, self.mean.value, self.var.value, scale, bias, dtype=self.dtype)
+        x, mean, var, scale, bias = self.promote_dtype(
+            (x, self.mean.value, self.var.value, scale, bias), dtype=self.dtype
+        )
         if not use_running_average:
             _check_batch_has_spread(shape, reduction_axes, what, self.axis_name)
             mean, var = _statistics(
@@ -310,6 +316,7 @@ class LayerNorm(_FeatureNorm):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
         bias_metadata: Mapping[str, Any] = NO_METADATA,
         scale_metadata: Mapping[str, Any] = NO_METADATA,
@@ -349,6 +356,7 @@ class RMSNorm(_FeatureNorm):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
         scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
@@ -390,6 +398,7 @@ class GroupNorm(Module):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
         bias_metadata: Mapping[str, Any] = NO_METADATA,
         scale_metadata: Mapping[str, Any] = NO_METADATA,
@@ -423,6 +432,7 @@ class GroupNorm(Module):
         self.axis_name = axis_name
         self.axis_index_groups = axis_index_groups
         self.use_fast_variance = use_fast_variance
+        self.promote_dtype = promote_dtype
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         what = f"GroupNorm({self.num_features}, num_groups={self.num_groups})"
@@ -481,6 +491,7 @@ class InstanceNorm(Module):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
         bias_metadata: Mapping[str, Any] = NO_METADATA,
         scale_metadata: Mapping[str, Any] = NO_METADATA,
@@ -579,6 +590,7 @@ class WeightNorm(Module):
         scale_init: Any = initializers.ones,
         feature_axes: Axes | None = -1,
         variable_filter: Container[str] = ("kernel",),
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "WeightNorm", "nnx.WeightNorm(layer, rngs=nnx.Rngs(0))")
@@ -606,6 +618,7 @@ class WeightNorm(Module):
         self.use_scale = use_scale
         self.feature_axes = feature_axes
         self.variable_filter = tuple(variable_filter)
+        self.promote_dtype = promote_dtype
 
     def normalized(self, path: tuple) -> jax.Array:
         """The weight the layer uses for the Param at ``path``: ``scale * v / |v|``."""
@@ -616,10 +629,10 @@ class WeightNorm(Module):
         reduction = tuple(i for i in range(len(shape)) if i not in feature_axes)
         if self.use_scale:
             scale = self.scales[_path_key(path)].value
-            v, scale = promote_dtype(v, scale, dtype=self.dtype)
+            v, scale = self.promote_dtype((v, scale), dtype=self.dtype)
             w = _l2_normalize(v, reduction, self.epsilon)
             return w * jnp.reshape(scale, [d if i in feature_axes else 1 for i, d in enumerate(shape)])
-        (v,) = promote_dtype(v, dtype=self.dtype)
+        (v,) = self.promote_dtype((v,), dtype=self.dtype)
         return _l2_normalize(v, reduction, self.epsilon)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

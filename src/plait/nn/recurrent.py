@@ -35,7 +35,7 @@ from ..module import Module
 from ..rngs import Rngs, RngStream
 from ..transforms import Carry, SameKeys, StateAxes, scan
 from ..variables import Param, RngState
-from .linear import NO_METADATA, Linear, check_rngs, keep_arguments
+from .linear import NO_METADATA, Linear, check_rngs, keep_arguments, promote_dtype
 
 __all__ = [
     "RNNCellBase",
@@ -70,6 +70,23 @@ def _kept_rngs(rngs: Rngs, keep_rngs: bool) -> RngStream | None:
     """What a cell keeps as ``self.rngs``: with ``keep_rngs``, a stream forked from the
     ``carry`` stream (or ``default``), as in the reference; else None."""
     return rngs.carry.fork() if keep_rngs else None
+
+
+def _carry_stream(rngs: Any, layer: str) -> RngStream | None:
+    """The stream an RNN draws initial carries from, as in the reference: a fixed seed
+    (``True``), a fork of an ``Rngs``' ``carry`` stream, a given stream, or none (``False``)."""
+    if rngs is True:
+        return RngStream(0, tag="carry")
+    if isinstance(rngs, Rngs):
+        return rngs.carry.fork()
+    if isinstance(rngs, RngStream):
+        return rngs
+    if rngs is False:
+        return None
+    raise LayerError(
+        f"{layer}: rngs must be True (a carry stream seeded with 0), False (none), an nnx.Rngs or an "
+        f"nnx.RngStream, got {type(rngs).__name__}. Write nnx.{layer}(..., rngs=nnx.Rngs(carry=0))"
+    )
 
 
 # Carry initializers that ignore their key: no key is drawn for them, so starting an RNN from
@@ -129,10 +146,10 @@ _METADATA = ("kernel_metadata", "recurrent_kernel_metadata", "bias_metadata")
 
 def _dense(in_features: int, out_features: int, use_bias: bool, kernel_init: Any, bias_init: Any,
            dtype: Any, param_dtype: Any, rngs: Rngs, kernel_metadata: Mapping[str, Any],
-           bias_metadata: Mapping[str, Any]) -> Linear:
+           bias_metadata: Mapping[str, Any], promote_dtype: Callable[..., Any]) -> Linear:
     return Linear(in_features, out_features, use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init,
                   dtype=dtype, param_dtype=param_dtype, rngs=rngs, kernel_metadata=kernel_metadata,
-                  bias_metadata=bias_metadata)
+                  bias_metadata=bias_metadata, promote_dtype=promote_dtype)
 
 
 class SimpleCell(RNNCellBase):
@@ -163,6 +180,7 @@ class SimpleCell(RNNCellBase):
         kernel_init: Any = default_kernel_init,
         recurrent_kernel_init: Any = default_recurrent_kernel_init,
         bias_init: Any = default_bias_init,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         keep_rngs: bool = False,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -173,9 +191,9 @@ class SimpleCell(RNNCellBase):
         keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
         self.rngs = _kept_rngs(rngs, keep_rngs)
         self.dense_h = _dense(hidden_features, hidden_features, False, recurrent_kernel_init, bias_init,
-                              dtype, param_dtype, rngs, recurrent_kernel_metadata, bias_metadata)
+                              dtype, param_dtype, rngs, recurrent_kernel_metadata, bias_metadata, promote_dtype)
         self.dense_i = _dense(in_features, hidden_features, True, kernel_init, bias_init, dtype, param_dtype, rngs,
-                              kernel_metadata, bias_metadata)
+                              kernel_metadata, bias_metadata, promote_dtype)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = self.dense_i(inputs) + self.dense_h(carry)
@@ -223,6 +241,7 @@ class LSTMCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         keep_rngs: bool = False,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -235,11 +254,11 @@ class LSTMCell(RNNCellBase):
 
         def dense_i() -> Linear:
             return _dense(in_features, hidden_features, False, kernel_init, bias_init, dtype, param_dtype, rngs,
-                          kernel_metadata, bias_metadata)
+                          kernel_metadata, bias_metadata, promote_dtype)
 
         def dense_h() -> Linear:  # input and recurrent terms are summed: one bias is enough
             return _dense(hidden_features, hidden_features, True, recurrent_kernel_init, bias_init,
-                          dtype, param_dtype, rngs, recurrent_kernel_metadata, bias_metadata)
+                          dtype, param_dtype, rngs, recurrent_kernel_metadata, bias_metadata, promote_dtype)
 
         self.ii, self.if_, self.ig, self.io = dense_i(), dense_i(), dense_i(), dense_i()
         self.hi, self.hf, self.hg, self.ho = dense_h(), dense_h(), dense_h(), dense_h()
@@ -288,6 +307,7 @@ class OptimizedLSTMCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         keep_rngs: bool = False,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -299,9 +319,9 @@ class OptimizedLSTMCell(RNNCellBase):
         self.rngs = _kept_rngs(rngs, keep_rngs)
         n = 4 * hidden_features
         self.dense_i = _dense(in_features, n, False, kernel_init, bias_init, dtype, param_dtype, rngs,
-                              kernel_metadata, bias_metadata)
+                              kernel_metadata, bias_metadata, promote_dtype)
         self.dense_h = _dense(hidden_features, n, True, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs,
-                              recurrent_kernel_metadata, bias_metadata)
+                              recurrent_kernel_metadata, bias_metadata, promote_dtype)
 
     def __call__(self, carry: tuple, inputs: jax.Array) -> tuple[tuple, jax.Array]:
         c, h = carry
@@ -351,6 +371,7 @@ class GRUCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         keep_rngs: bool = False,
         rngs: Rngs,
         kernel_metadata: Mapping[str, Any] = NO_METADATA,
@@ -362,9 +383,9 @@ class GRUCell(RNNCellBase):
         self.rngs = _kept_rngs(rngs, keep_rngs)
         n = 3 * hidden_features
         self.dense_i = _dense(in_features, n, True, kernel_init, bias_init, dtype, param_dtype, rngs,
-                              kernel_metadata, bias_metadata)
+                              kernel_metadata, bias_metadata, promote_dtype)
         self.dense_h = _dense(hidden_features, n, False, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs,
-                              recurrent_kernel_metadata, bias_metadata)
+                              recurrent_kernel_metadata, bias_metadata, promote_dtype)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = carry
@@ -492,21 +513,7 @@ class RNN(Module):
         # A StateAxes (hashable, static) rather than a dict: its keys are filters, not names.
         self.state_axes = None if state_axes is None or isinstance(state_axes, StateAxes) else StateAxes(state_axes)
         self.broadcast_rngs = broadcast_rngs
-        # The stream the initial carry is drawn from, as in the reference: a fixed seed
-        # (True), a fork of the given Rngs' `carry` stream, or none (False).
-        if rngs is True:
-            self.rngs = RngStream(0, tag="carry")
-        elif isinstance(rngs, Rngs):
-            self.rngs = rngs.carry.fork()
-        elif isinstance(rngs, RngStream):
-            self.rngs = rngs
-        elif rngs is False:
-            self.rngs = None
-        else:
-            raise LayerError(
-                f"RNN: rngs must be True (a carry stream seeded with 0), False (none), an nnx.Rngs or an "
-                f"nnx.RngStream, got {type(rngs).__name__}. Write nnx.RNN(cell, rngs=nnx.Rngs(carry=0))"
-            )
+        self.rngs = _carry_stream(rngs, "RNN")
 
     def _cell_axes(self) -> StateAxes:
         """How the cell's state travels through the scan (see the module docstring)."""
@@ -602,7 +609,9 @@ class Bidirectional(Module):
         merge_fn: Callable[[jax.Array, jax.Array], jax.Array] = _concatenate,
         time_major: bool = False,
         return_carry: bool = False,
+        rngs: Rngs | RngStream | bool = True,
     ) -> None:
+        self.rngs = _carry_stream(rngs, "Bidirectional")
         self.forward_rnn = forward_rnn
         self.backward_rnn = backward_rnn
         self.merge_fn = merge_fn
@@ -624,6 +633,10 @@ class Bidirectional(Module):
         """Run both directions; ``reverse`` and ``keep_order`` are accepted and ignored."""
         time_major = self.time_major if time_major is None else time_major
         return_carry = self.return_carry if return_carry is None else return_carry
+        if rngs is None:  # both directions draw their initial carries from one stream
+            rngs = getattr(self, "rngs", None)
+        if isinstance(rngs, Rngs):
+            rngs = rngs.carry
         carry_f, carry_b = initial_carry if initial_carry is not None else (None, None)
         carry_f, out_f = self.forward_rnn(
             inputs, initial_carry=carry_f, rngs=rngs, seq_lengths=seq_lengths, return_carry=True,
