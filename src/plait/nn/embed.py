@@ -35,7 +35,8 @@ class Embed(Module):
     - concrete ids (an eager call): a ``LayerError`` naming the layer, the valid range and
       the bad ids;
     - traced ids (inside ``jit``, ``vmap``, ``scan``, ...) their values are not known, so
-      every invalid id, negative or too large, looks up a row of NaN (the reference gives
+      every invalid id, negative or too large, looks up a row of NaN (of the most
+      negative value for an integer table) (the reference gives
       NaN past the end, but wraps negatives; here both follow the one rule), which
       poisons the loss rather than training on a wrong row;
     - ``check_ids=True``: traced ids are checked when the computation runs (a
@@ -91,7 +92,7 @@ class Embed(Module):
         # One rule for every invalid id under a trace: negatives are sent past the end, and
         # `fill` mode gives NaN there (jnp.take would otherwise wrap -1 to the last row).
         ids = jnp.where(inputs < 0, self.num_embeddings, inputs)
-        return jnp.take(embedding, ids, axis=0, mode="fill", fill_value=jnp.nan)
+        return jnp.take(embedding, ids, axis=0, mode="fill")  # fills NaN for a float table
 
     def _check_ids(self, ids: Any) -> None:
         ids = np.asarray(ids)
