@@ -34,11 +34,11 @@ class Embed(Module):
 
     - concrete ids (an eager call): a ``LayerError`` naming the layer, the valid range and
       the bad ids;
-    - traced ids (inside ``jit``, ``vmap``, ``scan``, ...) their values are not known, so
-      every invalid id, negative or too large, looks up a row of NaN (of the most
-      negative value for an integer table) (the reference gives
-      NaN past the end, but wraps negatives; here both follow the one rule), which
-      poisons the loss rather than training on a wrong row;
+    - traced ids (inside ``jit``, ``vmap``, ``scan``, ...): their values are not known,
+      so every invalid id, negative or too large, looks up a row of NaN (for an integer
+      table, its dtype's most negative value). The reference gives NaN past the end but
+      wraps negatives; here both follow one rule, which poisons the loss rather than
+      training on a wrong row;
     - ``check_ids=True``: traced ids are checked when the computation runs (a
       ``jax.debug.callback``), so the call fails even under ``jit``. There JAX reports it
       as a ``JaxRuntimeError`` whose message holds the ``LayerError`` text. It costs a
