@@ -331,6 +331,31 @@ def test_batchnorm_train_then_eval(kwargs, xshape):
     assert_same_values(pe, fe)
 
 
+HALF_NORMS = [
+    ("LayerNorm", (4,), {}, (2, 3, 4)),
+    ("RMSNorm", (4,), {}, (2, 3, 4)),
+    ("GroupNorm", (6,), {"num_groups": 3}, (2, 5, 6)),
+    ("InstanceNorm", (4,), {}, (2, 3, 4)),
+    ("BatchNorm", (4,), {}, (6, 4)),
+    ("BatchNorm", (4,), {"use_running_average": True}, (6, 4)),
+]
+
+
+@pytest.mark.parametrize("half", [jnp.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("dtypes", [{}, {"dtype": "half"}, {"param_dtype": "half"}, {"dtype": "half", "param_dtype": "half"}],
+                         ids=["default", "dtype", "param_dtype", "both"])
+@pytest.mark.parametrize("cls_name,args,kwargs,xshape", HALF_NORMS,
+                         ids=["layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "batchnorm_eval"])
+def test_norms_in_half_precision_bit_for_bit(cls_name, args, kwargs, xshape, dtypes, half):
+    """Statistics in float32, then the reference's casts: the same bits, the same dtype."""
+    dtypes = {k: half for k in dtypes}
+    p, f = pair(getattr(nnx, cls_name), getattr(fnnx, cls_name), *args, **kwargs, **dtypes)
+    x = jnp.asarray(_randn(*xshape) * 3 + 1, half)
+    a, b = both_graph(p, f, x)  # BatchNorm in training writes its statistics
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
+
+
 # =======================================================================================
 # Attention
 # =======================================================================================
@@ -446,7 +471,8 @@ def test_avg_pool_count_include_pad_false(padding):
 
 # =======================================================================================
 # Filters: the same filter selects the same paths
-# =======================================================================================
+# ================================================================================
+
 def _filter_model(lib):
     class M(lib.Module):
         def __init__(self):
@@ -519,3 +545,47 @@ def test_with_rngs_and_split_rngs_copies_same_keys():
     f = fnnx.split_rngs(fnnx.Rngs(params=0, dropout=1), splits=3, only="params", graph_updates=False)
     for name in ("params", "dropout"):
         np.testing.assert_array_equal(kd(p[name].key.value), kd(f[name].key.get_value()))
+=======
+# Constructor keywords
+# =======================================================================================
+# plait's own keywords, which the reference does not have (none of them changes what a
+# reference keyword means).
+PLAIT_ONLY = {
+    "Embed": {"check_ids"},  # check traced ids at run time
+    "LoRALinear": {"lora_base_module"},
+    "PReLU": {"rngs"},  # accepted for a uniform constructor; PReLU draws nothing
+}
+
+
+def _parameter_names(obj) -> set:
+    import inspect
+
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)  # Sequential(*layers) ~ (*fns)
+    return {n for n, p in inspect.signature(target).parameters.items() if p.kind not in kinds and n != "self"}
+
+
+def _shared_layers() -> list:
+    import inspect
+
+    names = []
+    for name in nnx.nn.__all__:
+        ours, theirs = getattr(nnx, name), getattr(fnnx, name, None)
+        if theirs is None or (inspect.isclass(ours) and not issubclass(ours, nnx.Module)):
+            continue  # not in the reference, or not a layer (LoRAParam is a Variable type)
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("name", _shared_layers())
+def test_every_reference_keyword_is_accepted(name):
+    """Each keyword of the reference's constructor (or function) exists in plait's, so Flax
+    NNX code runs unchanged; tests beside each layer check that it is implemented."""
+    ours, theirs = _parameter_names(getattr(nnx, name)), _parameter_names(getattr(fnnx, name))
+    assert not theirs - ours, f"{name}: plait lacks the reference's {sorted(theirs - ours)}"
+    assert ours - theirs == PLAIT_ONLY.get(name, set()), f"{name}: plait-only keywords {sorted(ours - theirs)}"
+
+
+def test_the_comparison_covers_the_layers():
+    shared = set(_shared_layers())
+    assert {"Linear", "Conv", "Embed", "BatchNorm", "MultiHeadAttention", "LSTMCell", "RNN", "dot_product_attention"} <= shared

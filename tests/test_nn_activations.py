@@ -115,3 +115,8 @@ def test_prelu_dtypes():
     y = act(-jnp.ones(3, jnp.bfloat16))
     assert y.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(y), [-0.5, -0.5, -0.5])
+
+
+def test_prelu_negative_slope_metadata():
+    act = nnx.PReLU(negative_slope_metadata={"role": "slope"})
+    assert act.negative_slope.get_metadata() == {"role": "slope"}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import raises
 
 B, L, F = 2, 4, 8  # batch, length, features: one shape throughout keeps compilation short
 RNG = np.random.RandomState(0)
@@ -124,6 +125,28 @@ def test_shape_errors_name_the_expected_layout():
         nnx.dot_product_attention(jnp.ones((L, 2, 3)), jnp.ones((L, 3, 3)), jnp.ones((L, 3, 3)))
     with pytest.raises(nnx.PlaitError, match="only the last axis"):
         nnx.dot_product_attention(jnp.ones((L, 2, 3)), jnp.ones((L, 2, 3)), jnp.ones((L + 1, 2, 3)))
+
+    with pytest.raises(nnx.PlaitError, match=r"mask has shape \(3, 3\).*\(2, 4, 4\)"):
+        nnx.dot_product_attention(jnp.ones((L, 2, 3)), jnp.ones((L, 2, 3)), jnp.ones((L, 2, 3)), mask=jnp.ones((3, 3)))
+
+
+def test_mha_mask_of_the_wrong_shape_names_the_layer_and_the_shape_it_needs():
+    mha = _mha()
+    x = jnp.ones((B, L, F))
+    raises(nnx.LayerError, lambda: mha(x, mask=jnp.ones((B, L))), "MultiHeadAttention(num_heads=2)", "(2, 4)",
+           "(2, 2, 4, 4)", "(2, 1, 4, 4)", "make_attention_mask")
+    raises(nnx.LayerError, lambda: mha(x, jnp.ones((B, 3, F)), mask=jnp.ones((B, 1, L, L))), "(2, 2, 4, 3)")
+    causal = nnx.make_causal_mask(jnp.ones((B, L)))
+    np.testing.assert_allclose(np.asarray(mha(x, mask=causal)), np.asarray(mha(x, mask=causal[0])), rtol=1e-6)
+    mha.init_cache((B, L, F))  # a decoding step attends to the whole cache of L positions
+    raises(nnx.LayerError, lambda: mha(x[:, :1], mask=jnp.ones((B, 1, 1, 1)).repeat(2, -1), decode=True),
+           "cache of 4 positions", "(2, 2, 1, 4)")
+    assert mha(x[:, :1], mask=jnp.ones((B, 1, 1, L)), decode=True).shape == (B, 1, F)
+
+
+def test_mha_rank_one_input_names_the_users_input():
+    message = raises(nnx.LayerError, lambda: _mha()(jnp.ones(F)), "inputs_q of shape (8,)", "[batch..., length, 8]")
+    assert "inputs_q[None, :]" in message and "query" not in message.replace("inputs_q", "")
 
 
 # =======================================================================================
@@ -482,3 +505,68 @@ def test_transformer_stack_with_remat_matches_without_and_keeps_per_layer_masks(
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     assert _distinct(list(ys1)) and bool(jnp.isfinite(ys1).all())
+
+
+def test_mha_metadata_reaches_every_projection_as_in_the_reference():
+    meta = {
+        "kernel_metadata": {"role": "qkv_kernel"}, "bias_metadata": {"role": "qkv_bias"},
+        "out_kernel_metadata": {"role": "out_kernel"},
+        "query_ln_scale_metadata": {"role": "q_ln"}, "key_ln_scale_metadata": {"role": "k_ln"},
+    }
+    mha = nnx.MultiHeadAttention(2, F, normalize_qk=True, rngs=nnx.Rngs(0), **meta)
+    for name in ("query", "key", "value"):
+        assert getattr(mha, name).kernel.get_metadata() == {"role": "qkv_kernel"}
+        assert getattr(mha, name).bias.get_metadata() == {"role": "qkv_bias"}
+    assert mha.out.kernel.get_metadata() == {"role": "out_kernel"}
+    assert mha.out.bias.get_metadata() == {"role": "qkv_bias"}  # no out_bias_metadata: the shared one
+    assert mha.query_ln.scale.get_metadata() == {"role": "q_ln"}
+    assert mha.key_ln.scale.get_metadata() == {"role": "k_ln"}
+
+
+def test_is_causal_is_a_causal_mask():
+    q, k, v = (jnp.asarray(RNG.randn(B, L, 2, 4), jnp.float32) for _ in range(3))
+    causal = nnx.make_causal_mask(jnp.ones((B, L)))
+    expected = nnx.dot_product_attention(q, k, v, mask=causal)
+    np.testing.assert_allclose(np.asarray(nnx.dot_product_attention(q, k, v, is_causal=True)), np.asarray(expected),
+                               rtol=1e-6)
+    padding = nnx.make_attention_mask(jnp.ones((B, L)), jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]]))
+    both = nnx.dot_product_attention(q, k, v, mask=nnx.combine_masks(padding, causal))
+    np.testing.assert_allclose(np.asarray(nnx.dot_product_attention(q, k, v, mask=padding, is_causal=True)),
+                               np.asarray(both), rtol=1e-6)
+    weights = nnx.dot_product_attention_weights(q, k, is_causal=True)
+    assert float(np.abs(np.triu(np.asarray(weights), 1)).max()) == 0.0
+    mha = _mha()
+    x = jnp.asarray(RNG.randn(B, L, F), jnp.float32)
+    np.testing.assert_allclose(np.asarray(mha(x, is_causal=True)), np.asarray(mha(x, mask=causal)), rtol=1e-6)
+
+
+def test_mha_keep_rngs_false_holds_no_stream_and_takes_rngs_per_call():
+    mha = nnx.MultiHeadAttention(2, F, dropout_rate=0.5, deterministic=False, keep_rngs=False, rngs=nnx.Rngs(0))
+    assert mha.rngs is None and mha.keep_rngs is False
+    assert not nnx.state(mha, nnx.RngState)
+    x = jnp.ones((B, L, F))
+    with pytest.raises(nnx.RngError, match="keep_rngs=False"):
+        mha(x)
+    rngs = nnx.Rngs(dropout=1)
+    a, b = mha(x, rngs=rngs), mha(x, rngs=rngs)
+    assert not np.array_equal(np.asarray(a), np.asarray(b)) and int(rngs.dropout.count.value) == 2
+    kept = nnx.MultiHeadAttention(2, F, dropout_rate=0.5, deterministic=False, rngs=nnx.Rngs(0))
+    assert isinstance(kept.rngs, nnx.Rngs)  # keep_rngs=True, the default
+
+
+def test_mha_promote_dtype_and_dot_general_reach_the_projections():
+    def dot(lhs, rhs, dims, precision=None):
+        return jax.lax.dot_general(lhs, rhs, dims, precision=precision)
+
+    def promote(args, /, *, dtype=None, inexact=True):
+        return tuple(args)
+
+    mha = nnx.MultiHeadAttention(
+        2, F, normalize_qk=True, qkv_promote_dtype=promote, out_promote_dtype=promote, ln_promote_dtype=promote,
+        qkv_dot_general=dot, out_dot_general_cls=lambda: dot, rngs=nnx.Rngs(0),
+    )
+    assert all(getattr(mha, n).promote_dtype is promote and getattr(mha, n).dot_general is dot
+               for n in ("query", "key", "value"))
+    assert mha.out.promote_dtype is promote and mha.out.dot_general_cls() is dot
+    assert mha.query_ln.promote_dtype is promote and mha.key_ln.promote_dtype is promote
+    assert mha(jnp.ones((B, L, F))).shape == (B, L, F)

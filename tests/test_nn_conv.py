@@ -365,3 +365,26 @@ def test_conv_transpose_batch_axes_dtypes_and_errors():
         apply(layer, jnp.ones((1, 3, 3, 5)))
     with pytest.raises(ValueError, match=r"mask has shape"):
         nnx.ConvTranspose(2, 3, (2, 2), mask=jnp.ones((2, 2, 3, 2)), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("cls", [nnx.Conv, nnx.ConvTranspose])
+def test_kernel_and_bias_metadata_are_stored_on_the_params(cls):
+    layer = cls(2, 3, (3,), kernel_metadata={"tag": "k"}, bias_metadata={"sharding_names": ("out",)}, rngs=nnx.Rngs(0))
+    assert layer.kernel.get_metadata() == {"tag": "k"}
+    assert layer.bias.get_metadata() == {"sharding_names": ("out",)}
+
+
+def test_conv_general_dilated_is_injectable_and_preferred_element_type_reaches_it():
+    seen = {}
+
+    def recording_conv(*args, **kwargs):
+        seen.update(kwargs)
+        return jax.lax.conv_general_dilated(*args, **kwargs)
+
+    x = jnp.ones((1, 5, 2), jnp.bfloat16)
+    conv = nnx.Conv(2, 3, (3,), param_dtype=jnp.bfloat16, conv_general_dilated=recording_conv,
+                    preferred_element_type=jnp.float32, rngs=nnx.Rngs(0))
+    assert conv(x).dtype == jnp.float32 and seen["preferred_element_type"] == jnp.float32
+    seen.clear()
+    nnx.Conv(2, 3, (3,), conv_general_dilated=recording_conv, rngs=nnx.Rngs(0))(jnp.ones((1, 5, 2)))
+    assert "preferred_element_type" not in seen  # not passed when unset, as in the reference

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import raises
 from plait.errors import LayerError
 
 RS = np.random.RandomState(0)
@@ -29,12 +30,29 @@ def test_lookup_is_the_table_rows():
     np.testing.assert_array_equal(np.asarray(embed(jnp.array([3], jnp.uint8))), table[[3]])
 
 
-def test_negative_and_out_of_range_ids():
+def test_concrete_ids_out_of_range_raise_naming_layer_range_and_ids():
+    embed = nnx.Embed(5, 3, embedding_init=np_init, rngs=nnx.Rngs(0))
+    message = raises(LayerError, lambda: embed(jnp.array([0, 5, 7, 5])), "Embed(5, 3)", "0 <= id < 5", "[5, 7]")
+    assert "nnx.Embed(8, 3" in message  # the fix: a table that holds id 7
+    message = raises(LayerError, lambda: embed(np.array([[-1, 2]])), "Embed(5, 3)", "[-1]", "Negative ids")
+    assert embed(np.array([4])).shape == (1, 3)  # the last valid id is fine
+
+
+def test_traced_invalid_ids_give_nan_rows_negative_too():
     embed = nnx.Embed(5, 3, embedding_init=np_init, rngs=nnx.Rngs(0))
     table = np.asarray(embed.embedding.value)
-    y = np.asarray(embed(jnp.array([-1, 5, 7])))
-    np.testing.assert_array_equal(y[0], table[-1])  # Python-style negative index
-    assert np.isnan(y[1:]).all()  # past the end: NaN, not a silent clamp to the last row
+    y = np.asarray(nnx.jit(lambda m, i: m(i))(embed, jnp.array([-1, 5, 7, 4])))
+    assert np.isnan(y[:3]).all()  # -1 is NaN too, not the last row: one rule for every invalid id
+    np.testing.assert_array_equal(y[3], table[4])
+
+
+def test_check_ids_raises_under_jit():
+    embed = nnx.Embed(5, 3, embedding_init=np_init, check_ids=True, rngs=nnx.Rngs(0))
+    run = nnx.jit(lambda m, i: m(i))
+    np.testing.assert_array_equal(np.asarray(run(embed, jnp.array([1, 4]))), np.asarray(embed.embedding.value)[[1, 4]])
+    with pytest.raises(Exception) as info:
+        jax.block_until_ready(run(embed, jnp.array([1, 9])))
+    assert "Embed(5, 3) got ids outside its table" in str(info.value) and "[9]" in str(info.value)
 
 
 def test_attend_is_query_times_table_transposed():
@@ -92,3 +110,8 @@ def test_under_vmap_and_jit():
     np.testing.assert_array_equal(np.asarray(y), np.asarray(embed.embedding.value)[np.asarray(ids)])
     np.testing.assert_array_equal(np.asarray(nnx.jit(lambda m, i: m(i))(embed, ids)), np.asarray(y))
     assert jax.tree.leaves(nnx.state(embed, nnx.Param))[0].shape == (5, 3)
+
+
+def test_embedding_metadata_is_stored_on_the_table():
+    embed = nnx.Embed(5, 3, embedding_metadata={"sharding_names": ("vocab", "embed")}, rngs=nnx.Rngs(0))
+    assert embed.embedding.get_metadata() == {"sharding_names": ("vocab", "embed")}

@@ -188,3 +188,77 @@ def test_einsum_under_jit_matches_eager():
     x = jnp.asarray(rand(2, 3))
     close(nnx.jit(lambda m, x: m(x))(layer, x), layer(x), 1e-6)
     assert jax.tree.leaves(nnx.state(layer, nnx.Param))  # parameters are ordinary Params
+
+
+def test_kernel_and_bias_metadata_are_stored_on_the_params():
+    kernel_meta, bias_meta = {"sharding_names": ("in", "out")}, {"sharding_names": ("out",)}
+    layers = [
+        nnx.Linear(3, 4, kernel_metadata=kernel_meta, bias_metadata=bias_meta, rngs=nnx.Rngs(0)),
+        nnx.LinearGeneral(3, 4, kernel_metadata=kernel_meta, bias_metadata=bias_meta, rngs=nnx.Rngs(0)),
+        nnx.Einsum("bd,df->bf", (3, 4), (4,), kernel_metadata=kernel_meta, bias_metadata=bias_meta, rngs=nnx.Rngs(0)),
+    ]
+    for layer in layers:
+        assert layer.kernel.get_metadata() == kernel_meta and layer.bias.get_metadata() == bias_meta
+        assert layer.kernel.sharding_names == ("in", "out")
+        state = nnx.state(layer)  # metadata travels with the state
+        assert state["kernel"].get_metadata() == kernel_meta
+        assert not hasattr(layer, "kernel_metadata")  # used once, like the initializers
+    assert nnx.Linear(3, 4, rngs=nnx.Rngs(0)).kernel.get_metadata() == {}
+
+
+def test_preferred_element_type_and_injected_ops_are_used():
+    x = jnp.ones((2, 3), jnp.bfloat16)
+    kwargs = {"param_dtype": jnp.bfloat16, "preferred_element_type": jnp.float32, "rngs": nnx.Rngs(0)}
+    assert nnx.Linear(3, 4, **kwargs)(x).dtype == jnp.float32  # the dot accumulates and returns float32
+    assert nnx.Linear(3, 4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(x).dtype == jnp.bfloat16
+    assert nnx.LinearGeneral(3, 4, **kwargs)(x).dtype == jnp.float32
+    assert nnx.Einsum("bd,df->bf", (3, 4), **kwargs)(x).dtype == jnp.float32
+
+    calls = []
+
+    def doubled_dot(lhs, rhs, dims, precision=None):  # a custom op need not take preferred_element_type
+        calls.append(dims)
+        return 2 * jax.lax.dot_general(lhs, rhs, dims, precision=precision)
+
+    xf = jnp.asarray(np.random.RandomState(0).randn(2, 3), jnp.float32)
+    plain = nnx.Linear(3, 4, use_bias=False, rngs=nnx.Rngs(0))
+    custom = nnx.Linear(3, 4, use_bias=False, dot_general=doubled_dot, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(custom(xf)), 2 * np.asarray(plain(xf)), rtol=1e-6)
+    general = nnx.LinearGeneral(3, 4, use_bias=False, dot_general_cls=lambda: doubled_dot, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(general(xf)), 2 * np.asarray(plain(xf)), rtol=1e-6)
+    assert len(calls) == 2
+
+    def tripled_einsum(equation, a, b, precision=None):
+        return 3 * jnp.einsum(equation, a, b, precision=precision)
+
+    einsum = nnx.Einsum("bd,df->bf", (3, 4), einsum_op=tripled_einsum, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(einsum(xf)), 3 * np.asarray(xf @ einsum.kernel.value), rtol=1e-5)
+
+
+def to_half(args, /, *, dtype=None, inexact=True):
+    """A promote_dtype in the reference's convention: one tuple in, one tuple out."""
+    to_half.calls += 1
+    return tuple(None if a is None else jnp.asarray(a, jnp.float16) for a in args)
+
+
+to_half.calls = 0
+
+
+def test_promote_dtype_is_called_as_the_reference_calls_it():
+    x = jnp.ones((2, 3))
+    layers = [
+        nnx.Linear(3, 4, promote_dtype=to_half, rngs=nnx.Rngs(0)),
+        nnx.LinearGeneral(3, 4, promote_dtype=to_half, rngs=nnx.Rngs(0)),
+        nnx.Einsum("bd,df->bf", (3, 4), (4,), promote_dtype=to_half, rngs=nnx.Rngs(0)),
+    ]
+    before = to_half.calls
+    for layer in layers:
+        assert layer(x).dtype == jnp.float16
+    assert to_half.calls == before + 3
+    assert nnx.Linear(3, 4, rngs=nnx.Rngs(0))(x).dtype == jnp.float32  # the default promotes together
+
+
+def test_batch_axis_is_refused_with_the_vmap_to_write():
+    with pytest.raises(LayerError, match="(?s)batch_axis.*nnx.vmap"):
+        nnx.LinearGeneral(3, 4, batch_axis={0: 2}, rngs=nnx.Rngs(0))
+    assert nnx.LinearGeneral(3, 4, batch_axis={}, rngs=nnx.Rngs(0)).kernel.value.shape == (3, 4)

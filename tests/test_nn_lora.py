@@ -131,3 +131,11 @@ def test_lora_errors_name_what_was_expected():
         nnx.LoRA(IN, RANK, OUT, rngs=None)
     with pytest.raises(nnx.PlaitError, match="callable"):
         nnx.LoRA(IN, RANK, OUT, base_module=3, rngs=nnx.Rngs(0))
+
+
+def test_lora_a_and_b_metadata_are_stored_on_the_adapter():
+    lora = nnx.LoRA(3, 2, 4, a_metadata={"role": "a"}, b_metadata={"role": "b"}, rngs=nnx.Rngs(0))
+    assert lora.lora_a.get_metadata() == {"role": "a"} and lora.lora_b.get_metadata() == {"role": "b"}
+    layer = nnx.LoRALinear(3, 4, lora_rank=2, a_metadata={"role": "a"}, kernel_metadata={"role": "w"},
+                           rngs=nnx.Rngs(0))
+    assert layer.lora.lora_a.get_metadata() == {"role": "a"} and layer.kernel.get_metadata() == {"role": "w"}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import plait as nnx
+from helpers import raises
 from plait.errors import LayerError
 
 RS = np.random.RandomState(0)
@@ -224,11 +225,41 @@ def test_batch_norm_dtypes_keep_float32_statistics():
     x16 = jnp.asarray(rand(4, 3, offset=1.0), jnp.bfloat16)
     assert apply(bn, x16).dtype == jnp.float32
     assert bn.mean.value.dtype == jnp.float32 and bn.var.value.dtype == jnp.float32
+    # The float32 running statistics join the dtype promotion, as in the reference: half
+    # parameters and a half input still give a float32 output unless `dtype` says otherwise.
     half = nnx.BatchNorm(3, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     y = apply(half, x16)
-    assert y.dtype == jnp.bfloat16 and half.mean.value.dtype == jnp.float32
-    close(y, np_normalize(np.asarray(x16, np.float32), 0, eps=1e-5), 3e-2)
+    assert y.dtype == jnp.float32 and half.mean.value.dtype == jnp.float32
+    close(y, np_normalize(np.asarray(x16, np.float32), 0, eps=1e-5), 1e-4)
     assert apply(nnx.BatchNorm(3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), jnp.ones((4, 3))).dtype == jnp.bfloat16
+
+
+# A float64 NumPy reference for every activation normalizer in half precision: statistics
+# in float32 leave only the final rounding to the half dtype (a few ulps of the output).
+HALF_CASES = {
+    "LayerNorm": (lambda **kw: nnx.LayerNorm(4, **kw, rngs=nnx.Rngs(0)), lambda x: np_normalize(x, -1)),
+    "RMSNorm": (lambda **kw: nnx.RMSNorm(4, **kw, rngs=nnx.Rngs(0)), lambda x: np_normalize(x, -1, rms=True)),
+    "BatchNorm": (lambda **kw: nnx.BatchNorm(4, **kw, rngs=nnx.Rngs(0)), lambda x: np_normalize(x, (0, 1), eps=1e-5)),
+    "GroupNorm": (lambda **kw: nnx.GroupNorm(4, num_groups=2, **kw, rngs=nnx.Rngs(0)), lambda x: np_group_norm(x, 2)),
+    "InstanceNorm": (lambda **kw: nnx.InstanceNorm(4, **kw, rngs=nnx.Rngs(0)), lambda x: np_normalize(x, 1)),
+}
+
+
+@pytest.mark.parametrize("half", [jnp.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(HALF_CASES))
+def test_half_precision_statistics_in_float32_match_float64_numpy(name, half):
+    build, reference = HALF_CASES[name]
+    # An offset: mean(x * x) near 900 keeps 3 (float16) or 2 (bfloat16) significant digits in
+    # half precision, too few for a variance near 4, but float32's 7 are plenty.
+    x = jnp.asarray(rand(3, 5, 4) * 2 + 30, half)
+    expected = reference(np.asarray(x, np.float64))
+    ulp = float(jnp.finfo(half).eps)
+    for kwargs, out_dtype in (({}, jnp.float32), ({"dtype": half, "param_dtype": half}, half)):
+        y = apply(build(**kwargs), x)
+        assert y.dtype == out_dtype, (kwargs, y.dtype)
+        # float32 output: float32-accurate; half output: the final cast's rounding only
+        tol = 2e-3 if out_dtype == jnp.float32 else 4 * ulp
+        close(y, expected, tol)
 
 
 def test_batch_norm_mask():
@@ -328,6 +359,18 @@ def test_batch_norm_errors():
         nnx.BatchNorm(3, axis=2, rngs=nnx.Rngs(0))(jnp.ones((4, 3)))
     with pytest.raises(nnx.PlaitError, match="rngs=nnx.Rngs"):
         nnx.BatchNorm(3, rngs=None)
+
+
+def test_batch_norm_training_on_a_batch_of_one_is_refused_even_under_jit():
+    bn = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rand(1, 3, offset=2.0))
+    for call in (lambda: bn(x), lambda: apply(bn, x)):  # a static shape check: works traced too
+        message = raises(LayerError, call, "BatchNorm(3)", "(1, 3)", "single value", "use_running_average=True")
+        assert "batch of more than one" in message
+    assert np.asarray(bn.mean.value).tolist() == [0.0, 0.0, 0.0]  # nothing was written
+    close(apply(bn.eval(), x), np.asarray(x) / np.sqrt(1 + 1e-5))  # running mean 0, var 1
+    spatial = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+    assert apply(spatial, jnp.asarray(rand(1, 2, 3))).shape == (1, 2, 3)  # one image, two positions: fine
 
 
 # =======================================================================================
@@ -550,3 +593,31 @@ def test_spectral_norm_conv_kernels_and_errors():
         nnx.SpectralNorm(nnx.LayerNorm(3, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
     with pytest.raises(nnx.PlaitError, match="wraps a layer"):
         nnx.SpectralNorm(jnp.ones((2, 2)), rngs=nnx.Rngs(1))
+
+
+@pytest.mark.parametrize("cls", [nnx.BatchNorm, nnx.LayerNorm, nnx.RMSNorm, nnx.GroupNorm, nnx.InstanceNorm])
+def test_scale_and_bias_metadata_are_stored_on_the_params(cls):
+    kwargs = {"num_groups": 2} if cls is nnx.GroupNorm else {}
+    if cls is not nnx.RMSNorm:  # RMSNorm has no bias, and no bias_metadata (as in the reference)
+        kwargs["bias_metadata"] = {"sharding_names": ("b",)}
+    layer = cls(4, scale_metadata={"sharding_names": ("s",)}, rngs=nnx.Rngs(0), **kwargs)
+    assert layer.scale.get_metadata() == {"sharding_names": ("s",)}
+    if cls is not nnx.RMSNorm:
+        assert layer.bias.get_metadata() == {"sharding_names": ("b",)}
+    else:
+        with pytest.raises(TypeError, match="bias_metadata"):
+            cls(4, bias_metadata={"a": 1}, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("cls", [nnx.BatchNorm, nnx.LayerNorm, nnx.RMSNorm, nnx.GroupNorm, nnx.InstanceNorm])
+def test_promote_dtype_is_called_as_the_reference_calls_it(cls):
+    seen = []
+
+    def to_bfloat16(args, /, *, dtype=None, inexact=True):
+        seen.append(len(args))
+        return tuple(None if a is None else jnp.asarray(a, jnp.bfloat16) for a in args)
+
+    kwargs = {"num_groups": 2} if cls is nnx.GroupNorm else {}
+    layer = cls(4, promote_dtype=to_bfloat16, rngs=nnx.Rngs(0), **kwargs)
+    assert layer(jnp.asarray(rand(3, 2, 4))).dtype == jnp.bfloat16
+    assert seen == [5 if cls is nnx.BatchNorm else 2 if cls is nnx.RMSNorm else 3]  # BatchNorm: x, mean, var, scale, bias

@@ -330,6 +330,60 @@ def test_a_cell_that_writes_a_param_in_a_step_is_refused():
         nnx.RNN(Drifting())(jnp.ones((B, T, IN)))
 
 
+@pytest.mark.parametrize("cls", [nnx.SimpleCell, nnx.GRUCell, nnx.LSTMCell, nnx.OptimizedLSTMCell])
+def test_cells_keep_their_rngs_for_initialize_carry(cls):
+    plain = _cell(cls)
+    assert plain.rngs is None  # keep_rngs=False, the reference's default: nothing kept
+    zeros = plain.initialize_carry((B, IN), plain.rngs)
+    assert not any(np.asarray(leaf).any() for leaf in jax.tree.leaves(zeros))
+    kept = _cell(cls, keep_rngs=True, carry_init=nnx.initializers.normal(1.0))
+    assert isinstance(kept.rngs, nnx.RngStream)  # forked from `carry`, here falling back to `default`
+    first = kept.initialize_carry((B, IN), kept.rngs)
+    second = kept.initialize_carry((B, IN))  # no rngs given: the kept stream
+    assert np.asarray(jax.tree.leaves(first)[0]).std() > 0
+    assert not np.array_equal(np.asarray(jax.tree.leaves(first)[0]), np.asarray(jax.tree.leaves(second)[0]))
+    assert int(kept.rngs.count.value) == 2 * len(jax.tree.leaves(first))
+
+
+def test_rnn_rngs_seed_the_initial_carry():
+    cell = _cell(nnx.GRUCell, carry_init=nnx.initializers.normal(1.0))
+    x = jnp.asarray(_x())
+    rnn = nnx.RNN(cell, return_carry=True)  # rngs=True: a carry stream seeded with 0
+    assert isinstance(rnn.rngs, nnx.RngStream) and rnn.rngs.tag == "carry"
+    first, second = rnn(x)[0], rnn(x)[0]
+    assert not np.array_equal(np.asarray(first), np.asarray(second))  # a new initial carry per call
+    again = nnx.RNN(cell, return_carry=True)(x)[0]
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))  # the same seed, the same carry
+    seeded = nnx.RNN(cell, return_carry=True, rngs=nnx.Rngs(carry=7))
+    assert not np.array_equal(np.asarray(seeded(x)[0]), np.asarray(first))
+    with pytest.raises(nnx.RngError, match="rngs=nnx.Rngs"):
+        nnx.RNN(cell, rngs=False)(x)
+    with pytest.raises(nnx.LayerError, match="rngs must be True"):
+        nnx.RNN(cell, rngs=3)
+    plain = nnx.RNN(_cell(nnx.GRUCell))
+    assert plain(x).shape == (B, T, H)
+    assert int(plain.rngs.count.value) == 0  # a zeros carry draws no key
+
+
+def test_rnn_broadcast_rngs_gives_every_step_the_same_keys():
+    rnn = nnx.RNN(DropoutCell(nnx.Rngs(dropout=0)), broadcast_rngs="dropout")  # a filter on the stream name
+    x = jnp.ones((B, T, IN))
+    masks = np.asarray(rnn(x))
+    assert all(np.array_equal(masks[:, t], masks[:, 0]) for t in range(T))  # one mask for the sequence
+    assert 0 < masks.mean() < 2
+    assert not np.array_equal(np.asarray(rnn(x)), masks)  # a new mask on the next call
+    per_step = np.asarray(nnx.RNN(DropoutCell(nnx.Rngs(0)))(x))
+    assert len({per_step[0, t].tobytes() for t in range(T)}) == T
+
+
+def test_rnn_state_axes_replace_how_the_cell_state_goes_through_the_scan():
+    x = jnp.asarray(_x())
+    cell = _cell(nnx.LSTMCell)
+    carried = nnx.RNN(cell, state_axes={...: nnx.Carry})  # the reference's default: everything carried
+    np.testing.assert_allclose(np.asarray(carried(x)), np.asarray(nnx.RNN(cell)(x)), rtol=1e-6)
+    assert carried.state_axes == nnx.StateAxes({...: nnx.Carry})
+
+
 # =======================================================================================
 # Bidirectional
 # =======================================================================================
@@ -360,3 +414,35 @@ def test_bidirectional_merge_fn_seq_lengths_and_initial_carry():
         _, r = python_loop(bwd_cell, x[b : b + 1, :n][:, ::-1], carry=h0[1][b : b + 1])
         _close(ys[b, :n], np.asarray(f[0]) + np.asarray(r[0])[::-1])
         assert not np.asarray(ys[b, n:]).any()
+
+
+@pytest.mark.parametrize("cls", [nnx.SimpleCell, nnx.GRUCell, nnx.LSTMCell, nnx.OptimizedLSTMCell])
+def test_cell_metadata_goes_to_input_recurrent_kernels_and_biases(cls):
+    cell = cls(IN, H, kernel_metadata={"role": "input"}, recurrent_kernel_metadata={"role": "recurrent"},
+               bias_metadata={"role": "bias"}, rngs=nnx.Rngs(0))
+    roles = set()
+    for path, v in nnx.state(cell, nnx.Param).flat_state():
+        role = v.get_metadata()["role"]
+        if path[-1] == "bias":
+            assert role == "bias"
+        else:  # input kernels read in_features rows, recurrent ones hidden_features
+            assert role == ("input" if v.value.shape[0] == IN else "recurrent"), (path, role)
+        roles.add(role)
+    assert roles == {"input", "recurrent", "bias"}
+
+
+def test_cell_promote_dtype_reaches_its_dense_layers_and_bidirectional_keeps_a_carry_stream():
+    def promote(args, /, *, dtype=None, inexact=True):
+        return tuple(None if a is None else jnp.asarray(a, jnp.float16) for a in args)
+
+    cell = nnx.GRUCell(IN, H, promote_dtype=promote, rngs=nnx.Rngs(0))
+    assert cell.dense_i.promote_dtype is promote and cell.dense_h.promote_dtype is promote
+    assert cell.dense_i(jnp.ones((B, IN))).dtype == jnp.float16
+
+    def rnn():
+        return nnx.RNN(_cell(nnx.GRUCell, carry_init=nnx.initializers.normal(1.0)), rngs=False)
+
+    bi = nnx.Bidirectional(rnn(), rnn(), return_carry=True, rngs=nnx.Rngs(carry=3))
+    assert isinstance(bi.rngs, nnx.RngStream)
+    (forward, backward), _ = bi(jnp.asarray(_x()))  # the RNNs hold no stream: the Bidirectional's is used
+    assert int(bi.rngs.count.value) == 2 and forward.shape == (B, H)

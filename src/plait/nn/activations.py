@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -48,6 +49,7 @@ from jax.numpy import tanh
 
 from ..module import Module
 from ..variables import Param
+from .linear import NO_METADATA, promote_dtype
 
 __all__ = [
     "celu",
@@ -101,14 +103,18 @@ class PReLU(Module):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: Any = None,
+        promote_dtype: Callable[..., Any] = promote_dtype,
+        negative_slope_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
-        self.negative_slope = Param(jnp.asarray(negative_slope_init, dtype=param_dtype))
+        self.negative_slope = Param(jnp.asarray(negative_slope_init, dtype=param_dtype), **negative_slope_metadata)
         self.dtype = dtype
         self.param_dtype = param_dtype
+        self.promote_dtype = promote_dtype
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
         slope = self.negative_slope.value
-        dtype = self.dtype if self.dtype is not None else jnp.result_type(inputs)
-        inputs = jnp.asarray(inputs, dtype)
-        slope = jnp.asarray(slope, dtype)
+        if self.dtype is not None:
+            inputs, slope = self.promote_dtype((inputs, slope), dtype=self.dtype)
+        else:  # the slope takes the input's dtype
+            slope = jnp.asarray(slope, jnp.result_type(inputs))
         return jnp.where(inputs >= 0, inputs, slope * inputs)

@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -33,7 +33,8 @@ from ..errors import LayerError, RngError
 from ..module import Module
 from ..rngs import Rngs, RngStream
 from ..variables import Cache, Intermediate
-from .linear import LinearGeneral, check_rngs, promote_dtype
+from .linear import NO_METADATA, LinearGeneral, check_rngs
+from .linear import promote_dtype as default_promote_dtype
 from .normalization import LayerNorm
 
 __all__ = [
@@ -64,6 +65,27 @@ def _check_qk(query: jax.Array, key: jax.Array, what: str) -> None:
         )
 
 
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    if len(shape) > len(target):
+        return False
+    return all(a in (1, b) for a, b in zip(reversed(shape), reversed(target)))
+
+
+def _check_broadcasts(x: Any, weights_shape: tuple, what: str, name: str) -> None:
+    """A mask or bias must broadcast to the weights ``[batch..., heads, q_length, kv_length]``."""
+    shape, weights_shape = tuple(jnp.shape(x)), tuple(weights_shape)
+    if not _broadcasts_to(shape, weights_shape):
+        *batch, heads, q_length, kv_length = weights_shape
+        raise LayerError(
+            f"{what}: {name} has shape {shape}, which does not broadcast to the attention weights' shape "
+            f"{weights_shape} = [batch..., heads, q_length, kv_length] (batch {tuple(batch)}, {heads} heads, "
+            f"{q_length} queries, {kv_length} keys).\n"
+            f"Give a {name} of shape {weights_shape}, or with size-1 axes to share it, e.g. "
+            f"{(*batch, 1, q_length, kv_length)} for every head; nnx.make_attention_mask and "
+            "nnx.make_causal_mask build this layout."
+        )
+
+
 def dot_product_attention_weights(
     query: jax.Array,
     key: jax.Array,
@@ -76,11 +98,15 @@ def dot_product_attention_weights(
     dtype: Any = None,
     precision: Any = None,
     module: Module | None = None,
+    promote_dtype: Callable[..., Any] = default_promote_dtype,
+    is_causal: bool = False,
 ) -> jax.Array:
     """The attention weights ``softmax(q k^T / sqrt(depth) + bias)``, masked and dropped out.
 
     Returns ``[batch..., heads, q_length, kv_length]``. Where ``mask`` is false the logit is
-    set to the dtype's lowest value before the softmax. Dropout (unless ``deterministic``
+    set to the dtype's lowest value before the softmax. ``is_causal=True`` also masks every
+    key after the query's position (query ``i`` sees keys ``0..i``, counted from the
+    start of both sequences, as ``jax.nn.dot_product_attention`` does). Dropout (unless ``deterministic``
     or ``dropout_rate == 0``) needs ``dropout_rng``, a key; ``broadcast_dropout`` shares one
     mask across the batch and head axes. Given ``module``, the weights (before dropout) are
     sown on it (``module.sow``): ``module.attention_weights`` is an ``nnx.Intermediate``
@@ -94,13 +120,20 @@ def dot_product_attention_weights(
         ((2, 3, 3), [0.3333333432674408, 0.3333333432674408, 0.3333333432674408])
     """
     _check_qk(query, key, "dot_product_attention_weights")
-    query, key = promote_dtype(query, key, dtype=dtype)
+    query, key = promote_dtype((query, key), dtype=dtype)
     dtype = query.dtype
     depth = query.shape[-1]
     query = query / jnp.sqrt(jnp.asarray(depth, dtype))
     logits = jnp.einsum("...qhd,...khd->...hqk", query, key, precision=precision)
     if bias is not None:
+        _check_broadcasts(bias, logits.shape, "dot_product_attention", "bias")
         logits = logits + bias
+    if mask is not None:
+        _check_broadcasts(mask, logits.shape, "dot_product_attention", "mask")
+    if is_causal:
+        q_length, kv_length = logits.shape[-2:]
+        causal = jnp.tril(jnp.ones((q_length, kv_length), jnp.bool_))
+        mask = causal if mask is None else jnp.logical_and(mask, causal)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits).astype(dtype)
@@ -137,6 +170,8 @@ def dot_product_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Module | None = None,
+    promote_dtype: Callable[..., Any] = default_promote_dtype,
+    is_causal: bool = False,
 ) -> jax.Array:
     """Attention: the values weighted by :func:`dot_product_attention_weights`.
 
@@ -160,10 +195,10 @@ def dot_product_attention(
             f"dot_product_attention: key has shape {k} and value has shape {v}; expected the same "
             "[batch..., kv_length, heads] (only the last axis, the depth, may differ)"
         )
-    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+    query, key, value = promote_dtype((query, key, value), dtype=dtype)
     weights = dot_product_attention_weights(
         query, key, bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic, query.dtype, precision,
-        module,
+        module, promote_dtype, is_causal,
     )
     return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
 
@@ -268,8 +303,8 @@ class MultiHeadAttention(Module):
     ``normalize_qk=True``.
 
     Dropout on the attention weights (``dropout_rate > 0``) draws a new key from the
-    ``dropout`` stream (falling back to ``default``) of the ``rngs`` given here, on every
-    call; ``deterministic=True`` (in the constructor, the call, or via ``model.eval()``)
+    ``dropout`` stream (falling back to ``default``) of the ``rngs`` given here (kept
+    unless ``keep_rngs=False``; then each call passes ``rngs``), on every call; ``deterministic=True`` (in the constructor, the call, or via ``model.eval()``)
     turns it off. With dropout and ``deterministic`` left None, the call raises.
 
     Decoding: call :meth:`init_cache` with the shape of the full sequence, then call with
@@ -311,7 +346,21 @@ class MultiHeadAttention(Module):
         attention_fn: Callable[..., jax.Array] = dot_product_attention,
         decode: bool | None = None,
         normalize_qk: bool = False,
+        qkv_promote_dtype: Callable[..., Any] = default_promote_dtype,
+        out_promote_dtype: Callable[..., Any] = default_promote_dtype,
+        ln_promote_dtype: Callable[..., Any] = default_promote_dtype,
+        qkv_dot_general: Any = None,
+        out_dot_general: Any = None,
+        qkv_dot_general_cls: Any = None,
+        out_dot_general_cls: Any = None,
+        keep_rngs: bool = True,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        out_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        out_bias_metadata: Mapping[str, Any] = NO_METADATA,
+        query_ln_scale_metadata: Mapping[str, Any] = NO_METADATA,
+        key_ln_scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "MultiHeadAttention", "nnx.MultiHeadAttention(num_heads, in_features, rngs=nnx.Rngs(0))")
         qkv_features = qkv_features if qkv_features is not None else in_features
@@ -335,6 +384,8 @@ class MultiHeadAttention(Module):
             return LinearGeneral(
                 in_f, (heads, head_dim), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                 precision=precision, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs,
+                kernel_metadata=kernel_metadata, bias_metadata=bias_metadata, promote_dtype=qkv_promote_dtype,
+                dot_general=qkv_dot_general, dot_general_cls=qkv_dot_general_cls,
             )
 
         self.query = projection(in_features, num_heads)
@@ -342,8 +393,14 @@ class MultiHeadAttention(Module):
         self.value = projection(in_kv_features, num_kv_heads)
         if normalize_qk:
             # Normalising queries and keys keeps the logits small (ViT-22B, arXiv:2302.05442).
-            self.query_ln = LayerNorm(head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-            self.key_ln = LayerNorm(head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            self.query_ln = LayerNorm(
+                head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                scale_metadata=query_ln_scale_metadata, promote_dtype=ln_promote_dtype,
+            )
+            self.key_ln = LayerNorm(
+                head_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                scale_metadata=key_ln_scale_metadata, promote_dtype=ln_promote_dtype,
+            )
         else:
             self.query_ln = None
             self.key_ln = None
@@ -351,10 +408,14 @@ class MultiHeadAttention(Module):
             (num_heads, head_dim), out_features, axis=(-2, -1), use_bias=use_bias, dtype=dtype,
             param_dtype=param_dtype, precision=precision, kernel_init=out_kernel_init or kernel_init,
             bias_init=out_bias_init or bias_init, rngs=rngs,
+            # As in the reference: the output layer's own metadata, if any, else the shared one.
+            kernel_metadata=out_kernel_metadata or kernel_metadata, bias_metadata=out_bias_metadata or bias_metadata,
+            promote_dtype=out_promote_dtype, dot_general=out_dot_general, dot_general_cls=out_dot_general_cls,
         )
         # Only a layer that drops out holds RNG state: a stack of attention layers without
-        # dropout can then be scanned without splitting or carrying any stream.
-        self.rngs = rngs if dropout_rate > 0.0 else None
+        # dropout can then be scanned without splitting or carrying any stream. With
+        # keep_rngs=False it holds none either, and each call that drops out takes rngs.
+        self.rngs = rngs if keep_rngs and dropout_rate > 0.0 else None
         self.cached_key: Cache | None = None
         self.cached_value: Cache | None = None
         self.cache_index: Cache | None = None
@@ -376,6 +437,7 @@ class MultiHeadAttention(Module):
         self.attention_fn = attention_fn
         self.decode = decode
         self.normalize_qk = normalize_qk
+        self.keep_rngs = keep_rngs
 
     def __call__(
         self,
@@ -388,12 +450,14 @@ class MultiHeadAttention(Module):
         rngs: Rngs | RngStream | None = None,
         sow_weights: bool = False,
         decode: bool | None = None,
+        is_causal: bool = False,
     ) -> jax.Array:
         """Attend from ``inputs_q`` to ``inputs_k``/``inputs_v``; see the class docstring.
 
         ``mask`` is broadcastable to ``[batch..., num_heads, q_length, kv_length]``.
         ``deterministic``, ``rngs`` and ``decode`` given here take precedence over the
-        constructor's. ``sow_weights=True`` sows the attention weights: after the call,
+        constructor's. ``is_causal=True`` adds a causal mask (see
+        :func:`dot_product_attention_weights`). ``sow_weights=True`` sows the attention weights: after the call,
         ``self.attention_weights.value`` is a tuple holding those of each such call, as in
         Flax NNX (``nnx.pop(model, nnx.Intermediate)`` collects and removes them).
         """
@@ -409,6 +473,9 @@ class MultiHeadAttention(Module):
         self._check_features(inputs_q, self.in_features, "inputs_q", "in_features")
         self._check_features(inputs_k, self.in_kv_features, "inputs_k", "in_kv_features")
         self._check_features(inputs_v, self.in_kv_features, "inputs_v", "in_kv_features")
+        decoding = _first(decode, self.decode, False)
+        if mask is not None:
+            self._check_mask(mask, inputs_q, inputs_k, decoding)
 
         query = self.query(inputs_q)
         key = self.key(inputs_k)
@@ -417,7 +484,7 @@ class MultiHeadAttention(Module):
             query = self.query_ln(query)
             key = self.key_ln(key)
 
-        if _first(decode, self.decode, False):
+        if decoding:
             key, value, mask = self._decode_step(query, key, value, mask)
 
         groups = self.num_heads // self.num_kv_heads
@@ -452,15 +519,41 @@ class MultiHeadAttention(Module):
             dtype=self.dtype,
             precision=self.precision,
             module=self if sow_weights else None,
+            **({"is_causal": True} if is_causal else {}),  # a custom attention_fn need not take it
         )
         return self.out(x)
 
     def _check_features(self, x: Any, expected: int, name: str, attribute: str) -> None:
         shape = tuple(jnp.shape(x))
+        if len(shape) < 2:
+            raise LayerError(
+                f"MultiHeadAttention({attribute}={expected}) got {name} of shape {shape}: expected "
+                f"[batch..., length, {expected}], at least a length axis and a feature axis.\n"
+                f"For a single token write {name}[None, :] (shape {(1, *shape)}), a sequence of length 1."
+            )
         if shape[-1:] != (expected,):
             raise LayerError(
                 f"MultiHeadAttention({attribute}={expected}) got {name} of shape {shape}: its last axis "
                 f"must be {expected}"
+            )
+
+    def _check_mask(self, mask: Any, inputs_q: Any, inputs_k: Any, decoding: bool) -> None:
+        """The mask must broadcast to the weights ``[batch..., num_heads, q_length, kv_length]``."""
+        q_shape, k_shape = tuple(jnp.shape(inputs_q)), tuple(jnp.shape(inputs_k))
+        kv_length = k_shape[-2]
+        if decoding and self.cached_key is not None:
+            kv_length = self.cached_key.value.shape[-3]  # the step attends to the whole cache
+        batch = jnp.broadcast_shapes(q_shape[:-2], k_shape[:-2])
+        weights = (*batch, self.num_heads, q_shape[-2], kv_length)
+        shape = tuple(jnp.shape(mask))
+        if not _broadcasts_to(shape, weights):
+            raise LayerError(
+                f"MultiHeadAttention(num_heads={self.num_heads}) got a mask of shape {shape} for inputs_q of "
+                f"shape {q_shape} and inputs_k of shape {k_shape}"
+                + (f" (decoding against a cache of {kv_length} positions)" if decoding else "")
+                + f": the mask must broadcast to [batch..., num_heads, q_length, kv_length] = {weights}.\n"
+                f"Give a mask of shape {weights}, or {(*batch, 1, q_shape[-2], kv_length)} for every head; "
+                "nnx.make_attention_mask(query_tokens, key_tokens) and nnx.make_causal_mask(tokens) build it."
             )
 
     def _dropout_key(self, rngs: Any) -> jax.Array:
@@ -470,8 +563,8 @@ class MultiHeadAttention(Module):
         if isinstance(rngs, RngStream):
             return rngs()
         raise RngError(
-            "MultiHeadAttention has no RNG for dropout: it was built with dropout_rate=0 or got no "
-            f"rngs, and the call got rngs={rngs!r}.\n"
+            "MultiHeadAttention has no RNG for dropout: it was built with dropout_rate=0, keep_rngs=False "
+            f"or no rngs, and the call got rngs={rngs!r}.\n"
             "Build it with nnx.MultiHeadAttention(..., dropout_rate=r, rngs=rngs), pass rngs=rngs to "
             "the call, or turn dropout off with deterministic=True."
         )

@@ -13,7 +13,7 @@ int per spatial axis.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -25,7 +25,7 @@ from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param
-from .linear import check_rngs, promote_dtype
+from .linear import NO_METADATA, check_rngs, element_type, promote_dtype
 
 __all__ = ["Conv", "ConvTranspose"]
 
@@ -157,8 +157,12 @@ class Conv(Module):
         precision: Any = None,
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
+        conv_general_dilated: Any = jax.lax.conv_general_dilated,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "Conv", "nnx.Conv(in_features, out_features, kernel_size=(3, 3), rngs=nnx.Rngs(0))")
         what = f"Conv({in_features}, {out_features})"
@@ -178,8 +182,11 @@ class Conv(Module):
             )
         kernel_shape = (*kernel_size, in_features // feature_group_count, out_features)
         _check_mask(mask, kernel_shape, what)
-        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
-        self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata)
+        if use_bias:
+            self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata)
+        else:
+            self.bias = None
         self.in_features = in_features
         self.out_features = out_features
         self.kernel_size = kernel_size
@@ -193,6 +200,8 @@ class Conv(Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
+        self.conv_general_dilated = conv_general_dilated
+        self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -218,8 +227,10 @@ class Conv(Module):
         kernel = self.kernel.value
         if self.mask is not None:
             kernel = kernel * self.mask
-        x, kernel, bias = promote_dtype(x, kernel, None if self.bias is None else self.bias.value, dtype=self.dtype)
-        y = jax.lax.conv_general_dilated(
+        x, kernel, bias = self.promote_dtype(
+            (x, kernel, None if self.bias is None else self.bias.value), dtype=self.dtype
+        )
+        y = self.conv_general_dilated(
             x,
             kernel,
             strides,
@@ -229,7 +240,7 @@ class Conv(Module):
             dimension_numbers=_dimension_numbers(rank),
             feature_group_count=self.feature_group_count,
             precision=self.precision,
-            preferred_element_type=self.preferred_element_type,
+            **element_type(self.preferred_element_type),
         )
         if bias is not None:
             y = y + bias
@@ -273,8 +284,11 @@ class ConvTranspose(Module):
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
         transpose_kernel: bool = False,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(
             rngs, "ConvTranspose", "nnx.ConvTranspose(in_features, out_features, kernel_size=(3, 3), rngs=nnx.Rngs(0))"
@@ -294,8 +308,11 @@ class ConvTranspose(Module):
         else:
             kernel_shape = (*kernel_size, in_features, out_features)
         _check_mask(mask, kernel_shape, what)
-        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
-        self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata)
+        if use_bias:
+            self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata)
+        else:
+            self.bias = None
         self.in_features = in_features
         self.out_features = out_features
         self.kernel_size = kernel_size
@@ -308,6 +325,7 @@ class ConvTranspose(Module):
         self.param_dtype = param_dtype
         self.precision = precision
         self.transpose_kernel = transpose_kernel
+        self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -321,7 +339,9 @@ class ConvTranspose(Module):
         kernel = self.kernel.value
         if self.mask is not None:
             kernel = kernel * self.mask
-        x, kernel, bias = promote_dtype(x, kernel, None if self.bias is None else self.bias.value, dtype=self.dtype)
+        x, kernel, bias = self.promote_dtype(
+            (x, kernel, None if self.bias is None else self.bias.value), dtype=self.dtype
+        )
         y = jax.lax.conv_transpose(
             x,
             kernel,

@@ -10,7 +10,8 @@ float).
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import jax
@@ -28,18 +29,42 @@ __all__ = ["Linear", "LinearGeneral", "Einsum"]
 default_kernel_init = initializers.lecun_normal()
 default_bias_init = initializers.zeros
 
+# The default of every ``*_metadata`` keyword: metadata given to a created Param as
+# ``Param(value, **metadata)`` (e.g. ``{"sharding_names": ("embed", "mlp")}``).
+NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
-def promote_dtype(*arrays: Any, dtype: Any = None) -> list:
-    """Cast ``arrays`` (``None`` passes through) to ``dtype``, or to their common inexact dtype.
+
+def promote_dtype(*arrays: Any, dtype: Any = None, inexact: bool = True) -> Any:
+    """Cast ``arrays`` (``None`` passes through) to ``dtype``, or to their common dtype
+    (made inexact, unless ``inexact=False``).
 
     The layers of ``plait.nn`` use this one rule so that ``dtype``/``param_dtype`` mean the
-    same thing everywhere.
+    same thing everywhere. Every layer that promotes takes it as its ``promote_dtype``
+    keyword and calls it as the reference does, with one tuple (``promote_dtype((x, kernel,
+    bias), dtype=dtype)``, which returns a tuple), so a replacement written for Flax NNX
+    works here; given the arrays one by one it returns a list.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from plait.nn.linear import promote_dtype
+        >>> x, w = promote_dtype((jnp.ones(2, jnp.bfloat16), jnp.ones(2)), dtype=None)
+        >>> x.dtype, w.dtype
+        (dtype('float32'), dtype('float32'))
     """
+    as_tuple = len(arrays) == 1 and isinstance(arrays[0], tuple)
+    items = arrays[0] if as_tuple else arrays
     if dtype is None:
-        dtype = jnp.result_type(*[a for a in arrays if a is not None])
-        if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(*[a for a in items if a is not None])
+        if inexact and not jnp.issubdtype(dtype, jnp.inexact):
             dtype = jnp.promote_types(dtype, jnp.float32)
-    return [None if a is None else jnp.asarray(a, dtype) for a in arrays]
+    out = [None if a is None else jnp.asarray(a, dtype) for a in items]
+    return tuple(out) if as_tuple else out
+
+
+def element_type(preferred_element_type: Any) -> dict[str, Any]:
+    """``{"preferred_element_type": t}`` when one is set, else ``{}``, as the reference passes it:
+    a custom ``dot_general``/``einsum_op``/``conv_general_dilated`` need not take the keyword."""
+    return {} if preferred_element_type is None else {"preferred_element_type": preferred_element_type}
 
 
 def check_rngs(rngs: Any, layer: str, example: str) -> None:
@@ -68,7 +93,11 @@ class Linear(Module):
 
     ``kernel`` has shape ``(in_features, out_features)``. ``param_dtype`` is the dtype of the
     parameters; ``dtype`` (if given) is the dtype of the computation, else the inputs and
-    parameters are promoted together.
+    parameters are promoted together (by ``promote_dtype``, replaceable as in the
+    reference). ``dot_general`` (default ``jax.lax.dot_general``) does the product, given
+    ``preferred_element_type`` when that is set (e.g. ``jnp.float32`` accumulation and
+    output for bfloat16 operands). ``kernel_metadata``/``bias_metadata`` become the Params'
+    metadata.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -88,12 +117,20 @@ class Linear(Module):
         precision: Any = None,
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
+        dot_general: Any = jax.lax.dot_general,
+        promote_dtype: Callable[..., Any] = promote_dtype,
+        preferred_element_type: Any = None,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "Linear", "nnx.Linear(in_features, out_features, rngs=nnx.Rngs(0))")
-        self.kernel = Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
-        self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
-        keep_arguments(self, locals(), "kernel_init", "bias_init")
+        self.kernel = Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype), **kernel_metadata)
+        if use_bias:
+            self.bias = Param(bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata)
+        else:
+            self.bias = None
+        keep_arguments(self, locals(), "kernel_init", "bias_init", "kernel_metadata", "bias_metadata")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel.value
@@ -103,11 +140,13 @@ class Linear(Module):
                 f"Linear({self.in_features}, {self.out_features}) got input of shape {tuple(jnp.shape(x))}: "
                 f"its last axis must be {self.in_features}"
             )
-        dtype = self.dtype or jnp.result_type(x, kernel)
-        x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
-        y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
+        x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
+        y = self.dot_general(
+            x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision,
+            **element_type(self.preferred_element_type),
+        )
         if bias is not None:
-            y = y + jnp.asarray(bias, dtype)
+            y = y + bias
         return y
 
 
@@ -145,10 +184,23 @@ class LinearGeneral(Module):
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
         precision: Any = None,
+        dot_general: Any = None,
+        dot_general_cls: Any = None,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
+        batch_axis: Mapping[int, int] = MappingProxyType({}),
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LinearGeneral", "nnx.LinearGeneral(in_features, out_features, rngs=nnx.Rngs(0))")
+        if batch_axis:
+            raise LayerError(
+                f"LinearGeneral: batch_axis={dict(batch_axis)} (a kernel per batch index) is not supported by plait.\n"
+                "Stack one layer per batch index with nnx.vmap instead, and map the inputs' batch axis:\n"
+                "    layers = nnx.split_rngs(splits=n)(nnx.vmap(lambda r: nnx.LinearGeneral(..., rngs=r), axis_size=n))(rngs)\n"
+                "    y = nnx.vmap(lambda layer, x: layer(x), in_axes=(0, batch_axis))(layers, x)"
+            )
         in_features, out_features, axis = _as_tuple(in_features), _as_tuple(out_features), _as_tuple(axis)
         if len(axis) != len(in_features):
             suggestion = tuple(range(-len(in_features), 0))
@@ -160,9 +212,9 @@ class LinearGeneral(Module):
             raise LayerError(f"LinearGeneral: axis {axis} repeats an axis")
         n_in, n_out = int(np.prod(in_features)), int(np.prod(out_features))
         kernel = kernel_init(rngs.params(), (n_in, n_out), param_dtype)
-        self.kernel = Param(jnp.reshape(kernel, in_features + out_features))
+        self.kernel = Param(jnp.reshape(kernel, in_features + out_features), **kernel_metadata)
         if use_bias:
-            self.bias = Param(jnp.reshape(bias_init(rngs.params(), (n_out,), param_dtype), out_features))
+            self.bias = Param(jnp.reshape(bias_init(rngs.params(), (n_out,), param_dtype), out_features), **bias_metadata)
         else:
             self.bias = None
         self.in_features = in_features
@@ -172,6 +224,9 @@ class LinearGeneral(Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
+        self.dot_general = dot_general
+        self.dot_general_cls = dot_general_cls
+        self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -189,13 +244,16 @@ class LinearGeneral(Module):
                 f"LinearGeneral(in_features={self.in_features}) got input of shape {shape}: its axes {self.axis} "
                 f"have sizes {got}, expected {self.in_features}"
             )
-        x, kernel, bias = promote_dtype(
-            inputs, self.kernel.value, None if self.bias is None else self.bias.value, dtype=self.dtype
+        x, kernel, bias = self.promote_dtype(
+            (inputs, self.kernel.value, None if self.bias is None else self.bias.value), dtype=self.dtype
         )
         dims = ((axis, tuple(range(len(axis)))), ((), ()))
-        y = jax.lax.dot_general(
-            x, kernel, dims, precision=self.precision, preferred_element_type=self.preferred_element_type
-        )
+        # As in the reference: an instance of dot_general_cls, else dot_general, else lax's.
+        if self.dot_general_cls is not None:
+            dot_general = self.dot_general_cls()
+        else:
+            dot_general = self.dot_general or jax.lax.dot_general
+        y = dot_general(x, kernel, dims, precision=self.precision, **element_type(self.preferred_element_type))
         if bias is not None:
             y = y + bias
         return y
@@ -244,16 +302,20 @@ class Einsum(Module):
         precision: Any = None,
         kernel_init: Any = default_kernel_init,
         bias_init: Any = default_bias_init,
+        einsum_op: Any = jnp.einsum,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         preferred_element_type: Any = None,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "Einsum", 'nnx.Einsum("bd,df->bf", (4, 8), rngs=nnx.Rngs(0))')
         einsum_str = self._check_equation(einsum_str)
         kernel_shape = tuple(kernel_shape)
-        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
+        self.kernel = Param(kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata)
         if bias_shape is not None:
             bias_shape = tuple(bias_shape)
-            self.bias = Param(bias_init(rngs.params(), bias_shape, param_dtype))
+            self.bias = Param(bias_init(rngs.params(), bias_shape, param_dtype), **bias_metadata)
         else:
             self.bias = None
         self.einsum_str = einsum_str
@@ -262,6 +324,8 @@ class Einsum(Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
+        self.einsum_op = einsum_op
+        self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
 
     @staticmethod
@@ -282,12 +346,10 @@ class Einsum(Module):
 
     def __call__(self, inputs: jax.Array, einsum_str: str | None = None) -> jax.Array:
         equation = self.einsum_str if einsum_str is None else self._check_equation(einsum_str)
-        x, kernel, bias = promote_dtype(
-            inputs, self.kernel.value, None if self.bias is None else self.bias.value, dtype=self.dtype
+        x, kernel, bias = self.promote_dtype(
+            (inputs, self.kernel.value, None if self.bias is None else self.bias.value), dtype=self.dtype
         )
-        y = jnp.einsum(
-            equation, x, kernel, precision=self.precision, preferred_element_type=self.preferred_element_type
-        )
+        y = self.einsum_op(equation, x, kernel, precision=self.precision, **element_type(self.preferred_element_type))
         if bias is not None:
             y = y + jnp.reshape(bias, self._bias_broadcast_shape(equation, x.ndim, kernel.shape))
         return y

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -24,7 +25,7 @@ from ..errors import LayerError
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import Param, Variable
-from .linear import Linear, check_rngs, promote_dtype
+from .linear import NO_METADATA, Linear, check_rngs, promote_dtype
 
 __all__ = ["LoRAParam", "LoRA", "LoRALinear"]
 
@@ -69,13 +70,16 @@ class LoRA(Module):
         a_initializer: Any = default_a_initializer,
         b_initializer: Any = default_b_initializer,
         lora_param_type: type[Variable] = LoRAParam,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
+        a_metadata: Mapping[str, Any] = NO_METADATA,
+        b_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LoRA", "nnx.LoRA(in_features, lora_rank, out_features, rngs=nnx.Rngs(0))")
         if base_module is not None and not callable(base_module):
             raise LayerError(f"LoRA: base_module must be callable (a layer), got {type(base_module).__name__}")
-        self.lora_a = lora_param_type(a_initializer(rngs.params(), (in_features, lora_rank), param_dtype))
-        self.lora_b = lora_param_type(b_initializer(rngs.params(), (lora_rank, out_features), param_dtype))
+        self.lora_a = lora_param_type(a_initializer(rngs.params(), (in_features, lora_rank), param_dtype), **a_metadata)
+        self.lora_b = lora_param_type(b_initializer(rngs.params(), (lora_rank, out_features), param_dtype), **b_metadata)
         self.base_module = base_module
         self.in_features = in_features
         self.out_features = out_features
@@ -83,6 +87,7 @@ class LoRA(Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.lora_param_type = lora_param_type
+        self.promote_dtype = promote_dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if jnp.shape(x)[-1:] != (self.in_features,):
@@ -90,7 +95,7 @@ class LoRA(Module):
                 f"LoRA({self.in_features}, rank {self.lora_rank}, {self.out_features}) got input of shape "
                 f"{tuple(jnp.shape(x))}: its last axis must be {self.in_features}"
             )
-        xp, a, b = promote_dtype(x, self.lora_a.value, self.lora_b.value, dtype=self.dtype)
+        xp, a, b = self.promote_dtype((x, self.lora_a.value, self.lora_b.value), dtype=self.dtype)
         out = xp @ a @ b
         if self.base_module is not None:
             out = out + self.base_module(x)
@@ -124,7 +129,10 @@ class LoRALinear(Linear):
         a_initializer: Any = default_a_initializer,
         b_initializer: Any = default_b_initializer,
         lora_param_type: type[Variable] = LoRAParam,
+        lora_promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
+        a_metadata: Mapping[str, Any] = NO_METADATA,
+        b_metadata: Mapping[str, Any] = NO_METADATA,
         **kwargs: Any,
     ) -> None:
         super().__init__(in_features, out_features, rngs=rngs, **kwargs)
@@ -138,7 +146,10 @@ class LoRALinear(Linear):
             a_initializer=a_initializer,
             b_initializer=b_initializer,
             lora_param_type=lora_param_type,
+            promote_dtype=lora_promote_dtype,
             rngs=rngs,
+            a_metadata=a_metadata,
+            b_metadata=b_metadata,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -11,7 +11,11 @@ statistics run over (the learned ``scale`` and ``bias`` run over the features):
 
 ``y = (x - mean) / sqrt(var + epsilon) * scale + bias``. Statistics are computed in at
 least float32, whatever the input dtype; the output has ``dtype`` if given, else the
-promoted dtype of the input and the parameters.
+promoted dtype of the input and the parameters. BatchNorm's running ``mean``/``var``
+(float32) take part in that promotion, so without ``dtype`` a half-precision BatchNorm
+returns float32, and with ``dtype`` its running statistics are cast to it before use.
+These are the reference's casts, in its order of operations, so outputs agree with it
+bit for bit in float16 and bfloat16 too.
 
 The variance is ``mean(x * x) - mean(x) ** 2`` when ``use_fast_variance=True`` (the
 default): both means come from one pass over ``x``, and XLA on CPU compiles that form much
@@ -25,7 +29,7 @@ layer's own Params stay the raw, trainable values.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,7 +43,7 @@ from ..graph import iter_graph
 from ..module import Module
 from ..rngs import Rngs
 from ..variables import BatchStat, Param, Variable
-from .linear import check_rngs, keep_arguments, promote_dtype
+from .linear import NO_METADATA, check_rngs, keep_arguments, promote_dtype
 
 __all__ = ["BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm", "WeightNorm", "SpectralNorm"]
 
@@ -142,18 +146,39 @@ def _check_features(shape: tuple, feature_axes: tuple[int, ...], num_features: i
         )
 
 
+def _check_batch_has_spread(shape: tuple, reduction_axes: tuple[int, ...], what: str, axis_name: Any) -> None:
+    """Refuse batch statistics over one value per feature: they normalise every feature to 0.
+
+    The count is static, so this also holds under ``jit``. With ``axis_name`` the
+    statistics are averaged over a ``vmap``/``pmap`` axis too, so one value per lane is fine.
+    """
+    if axis_name is None and int(np.prod([shape[a] for a in reduction_axes])) == 1:
+        raise LayerError(
+            f"{what} in training mode got input of shape {shape}: its batch statistics (over axes "
+            f"{reduction_axes}) would be over a single value per feature, so every output would be 0 (or "
+            "the bias) whatever the input.\n"
+            "Normalise with the running averages for such batches: bn(x, use_running_average=True) or "
+            "model.eval(); or train on a batch of more than one example."
+        )
+
+
 def _feature_params(
     layer: Module, num_features: int, use_scale: bool, use_bias: bool, scale_init: Any, bias_init: Any,
-    param_dtype: Any, rngs: Rngs,
+    param_dtype: Any, rngs: Rngs, scale_metadata: Mapping[str, Any] = NO_METADATA,
+    bias_metadata: Mapping[str, Any] = NO_METADATA,
 ) -> None:
-    layer.scale = Param(scale_init(rngs.params(), (num_features,), param_dtype)) if use_scale else None
-    layer.bias = Param(bias_init(rngs.params(), (num_features,), param_dtype)) if use_bias else None
+    shape = (num_features,)
+    layer.scale = Param(scale_init(rngs.params(), shape, param_dtype), **scale_metadata) if use_scale else None
+    layer.bias = Param(bias_init(rngs.params(), shape, param_dtype), **bias_metadata) if use_bias else None
 
 
 def _promoted(layer: Module, x: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     scale = layer.scale.value if getattr(layer, "scale", None) is not None else None
+    if isinstance(layer, RMSNorm):  # no bias: promote_dtype gets (x, scale), as in the reference
+        x, scale = layer.promote_dtype((x, scale), dtype=layer.dtype)
+        return x, scale, None
     bias = layer.bias.value if getattr(layer, "bias", None) is not None else None
-    x, scale, bias = promote_dtype(x, scale, bias, dtype=layer.dtype)
+    x, scale, bias = layer.promote_dtype((x, scale, bias), dtype=layer.dtype)
     return x, scale, bias
 
 
@@ -198,13 +223,18 @@ class BatchNorm(Module):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "BatchNorm", "nnx.BatchNorm(num_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "scale_init", "bias_init")
+        keep_arguments(self, locals(), "scale_init", "bias_init", "scale_metadata", "bias_metadata")
         self.mean = BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = BatchStat(jnp.ones((num_features,), jnp.float32))
-        _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
+        _feature_params(
+            self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs, scale_metadata, bias_metadata
+        )
 
     def __call__(
         self, x: jax.Array, use_running_average: bool | None = None, *, mask: jax.Array | None = None
@@ -216,10 +246,16 @@ class BatchNorm(Module):
         feature_axes = _canonical_axes(self.axis, shape, what, "axis")
         _check_features(shape, feature_axes, self.num_features, what, f"axis={self.axis}")
         reduction_axes = tuple(i for i in range(len(shape)) if i not in feature_axes)
-        x, scale, bias = _promoted(self, x)
-        if use_running_average:
-            mean, var = self.mean.value, self.var.value
-        else:
+        # The running statistics join the promotion, as in the reference: with float32
+        # statistics a half-precision input is normalised (and returned) in float32 unless
+        # `dtype` says otherwise; with `dtype` they are cast to it.
+        scale = self.scale.value if self.scale is not None else None
+        bias = self.bias.value if self.bias is not None else None
+        x, mean, var, scale, bias = self.promote_dtype(
+            (x, self.mean.value, self.var.value, scale, bias), dtype=self.dtype
+        )
+        if not use_running_average:
+            _check_batch_has_spread(shape, reduction_axes, what, self.axis_name)
             mean, var = _statistics(
                 x, reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
                 use_fast_variance=self.use_fast_variance, mask=mask,
@@ -280,11 +316,16 @@ class LayerNorm(_FeatureNorm):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LayerNorm", "nnx.LayerNorm(num_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "scale_init", "bias_init")
-        _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
+        keep_arguments(self, locals(), "scale_init", "bias_init", "scale_metadata", "bias_metadata")
+        _feature_params(
+            self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs, scale_metadata, bias_metadata
+        )
 
 
 class RMSNorm(_FeatureNorm):
@@ -315,11 +356,13 @@ class RMSNorm(_FeatureNorm):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "RMSNorm", "nnx.RMSNorm(num_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "scale_init", "bias_init")
-        _feature_params(self, num_features, use_scale, False, scale_init, None, param_dtype, rngs)
+        keep_arguments(self, locals(), "scale_init", "scale_metadata")
+        _feature_params(self, num_features, use_scale, False, scale_init, None, param_dtype, rngs, scale_metadata)
 
 
 class GroupNorm(Module):
@@ -355,7 +398,10 @@ class GroupNorm(Module):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "GroupNorm", "nnx.GroupNorm(num_features, num_groups=32, rngs=nnx.Rngs(0))")
         what = f"GroupNorm({num_features})"
@@ -371,7 +417,9 @@ class GroupNorm(Module):
             num_groups = num_features // group_size
         elif num_groups < 1 or num_features % num_groups:
             raise LayerError(f"{what}: num_groups={num_groups} does not divide the {num_features} features")
-        _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
+        _feature_params(
+            self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs, scale_metadata, bias_metadata
+        )
         self.num_features = num_features
         self.num_groups = num_groups
         self.group_size = num_features // num_groups
@@ -384,6 +432,7 @@ class GroupNorm(Module):
         self.axis_name = axis_name
         self.axis_index_groups = axis_index_groups
         self.use_fast_variance = use_fast_variance
+        self.promote_dtype = promote_dtype
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         what = f"GroupNorm({self.num_features}, num_groups={self.num_groups})"
@@ -402,19 +451,15 @@ class GroupNorm(Module):
         grouped = jnp.reshape(x, shape[:-1] + (self.num_groups, self.group_size))
         if mask is not None:
             mask = jnp.reshape(jnp.broadcast_to(mask, shape), grouped.shape)
-        group_axes = (*axes, ndim)
         mean, var = _statistics(
-            grouped, group_axes, self.dtype, self.axis_name, self.axis_index_groups,
+            grouped, (*axes, ndim), self.dtype, self.axis_name, self.axis_index_groups,
             use_fast_variance=self.use_fast_variance, mask=mask,
         )
-        stats_shape = [1 if i in group_axes else d for i, d in enumerate(grouped.shape)]
-        y = (grouped - jnp.reshape(mean, stats_shape)) * jax.lax.rsqrt(jnp.reshape(var, stats_shape) + self.epsilon)
-        y = jnp.reshape(y, shape)
-        if scale is not None:
-            y = y * scale
-        if bias is not None:
-            y = y + bias
-        return jnp.asarray(y, x.dtype)
+        # Each group's statistics, repeated over its channels, then the one shared formula:
+        # the same operations in the same order as the other normalizers (and the reference).
+        mean = jnp.repeat(mean, self.group_size, axis=-1)
+        var = jnp.repeat(var, self.group_size, axis=-1)
+        return _normalize(x, mean, var, scale, bias, axes, (ndim - 1,), x.dtype, self.epsilon)
 
 
 class InstanceNorm(Module):
@@ -446,11 +491,16 @@ class InstanceNorm(Module):
         axis_name: Any = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
+        scale_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "InstanceNorm", "nnx.InstanceNorm(num_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "scale_init", "bias_init")
-        _feature_params(self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
+        keep_arguments(self, locals(), "scale_init", "bias_init", "scale_metadata", "bias_metadata")
+        _feature_params(
+            self, num_features, use_scale, use_bias, scale_init, bias_init, param_dtype, rngs, scale_metadata, bias_metadata
+        )
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         what = f"InstanceNorm({self.num_features})"
@@ -540,6 +590,7 @@ class WeightNorm(Module):
         scale_init: Any = initializers.ones,
         feature_axes: Axes | None = -1,
         variable_filter: Container[str] = ("kernel",),
+        promote_dtype: Callable[..., Any] = promote_dtype,
         rngs: Rngs,
     ) -> None:
         check_rngs(rngs, "WeightNorm", "nnx.WeightNorm(layer, rngs=nnx.Rngs(0))")
@@ -567,6 +618,7 @@ class WeightNorm(Module):
         self.use_scale = use_scale
         self.feature_axes = feature_axes
         self.variable_filter = tuple(variable_filter)
+        self.promote_dtype = promote_dtype
 
     def normalized(self, path: tuple) -> jax.Array:
         """The weight the layer uses for the Param at ``path``: ``scale * v / |v|``."""
@@ -577,10 +629,10 @@ class WeightNorm(Module):
         reduction = tuple(i for i in range(len(shape)) if i not in feature_axes)
         if self.use_scale:
             scale = self.scales[_path_key(path)].value
-            v, scale = promote_dtype(v, scale, dtype=self.dtype)
+            v, scale = self.promote_dtype((v, scale), dtype=self.dtype)
             w = _l2_normalize(v, reduction, self.epsilon)
             return w * jnp.reshape(scale, [d if i in feature_axes else 1 for i, d in enumerate(shape)])
-        (v,) = promote_dtype(v, dtype=self.dtype)
+        (v,) = self.promote_dtype((v,), dtype=self.dtype)
         return _l2_normalize(v, reduction, self.epsilon)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -30,11 +30,12 @@ import jax.numpy as jnp
 
 from .. import initializers
 from ..errors import LayerError, RngError
+from ..filters import All, Filter
 from ..module import Module
 from ..rngs import Rngs, RngStream
-from ..transforms import Carry, StateAxes, scan
-from ..variables import Param
-from .linear import Linear, check_rngs, keep_arguments
+from ..transforms import Carry, SameKeys, StateAxes, scan
+from ..variables import Param, RngState
+from .linear import NO_METADATA, Linear, check_rngs, keep_arguments, promote_dtype
 
 __all__ = [
     "RNNCellBase",
@@ -65,6 +66,34 @@ def _carry_key(rngs: Any) -> jax.Array | None:
     return rngs  # a key
 
 
+def _kept_rngs(rngs: Rngs, keep_rngs: bool) -> RngStream | None:
+    """What a cell keeps as ``self.rngs``: with ``keep_rngs``, a stream forked from the
+    ``carry`` stream (or ``default``), as in the reference; else None."""
+    return rngs.carry.fork() if keep_rngs else None
+
+
+def _carry_stream(rngs: Any, layer: str) -> RngStream | None:
+    """The stream an RNN draws initial carries from, as in the reference: a fixed seed
+    (``True``), a fork of an ``Rngs``' ``carry`` stream, a given stream, or none (``False``)."""
+    if rngs is True:
+        return RngStream(0, tag="carry")
+    if isinstance(rngs, Rngs):
+        return rngs.carry.fork()
+    if isinstance(rngs, RngStream):
+        return rngs
+    if rngs is False:
+        return None
+    raise LayerError(
+        f"{layer}: rngs must be True (a carry stream seeded with 0), False (none), an nnx.Rngs or an "
+        f"nnx.RngStream, got {type(rngs).__name__}. Write nnx.{layer}(..., rngs=nnx.Rngs(carry=0))"
+    )
+
+
+# Carry initializers that ignore their key: no key is drawn for them, so starting an RNN from
+# zeros changes no RNG state (and a broadcast RNN stays legal under vmap and scan).
+_KEYLESS = (initializers.zeros, initializers.ones)
+
+
 class RNNCellBase(Module):
     """What :class:`RNN` needs of a cell: ``__call__``, ``initialize_carry``, ``num_feature_axes``."""
 
@@ -80,7 +109,9 @@ class RNNCellBase(Module):
 
         ``carry_init`` (default: the constructor's, zeros unless given) makes each part of
         the carry. An initializer that draws random numbers needs ``rngs`` (an ``Rngs``,
-        whose ``carry`` stream, or ``default``, gives the key; an ``RngStream``; or a key).
+        whose ``carry`` stream, or ``default``, gives the key; an ``RngStream``; or a key);
+        without it the cell's own ``rngs`` (kept with ``keep_rngs=True``) are used, so
+        ``cell.initialize_carry(shape, cell.rngs)`` works either way.
         """
         raise NotImplementedError
 
@@ -91,10 +122,12 @@ class RNNCellBase(Module):
 
     def _make_carry(self, input_shape: tuple[int, ...], rngs: Any, carry_init: Any, parts: int) -> list:
         init = carry_init if carry_init is not None else self.carry_init
+        if rngs is None:
+            rngs = getattr(self, "rngs", None)
         shape = tuple(input_shape)[:-1] + (self.hidden_features,)
         out = []
         for _ in range(parts):
-            key = _carry_key(rngs)
+            key = None if any(init is k for k in _KEYLESS) else _carry_key(rngs)
             try:
                 out.append(init(key, shape, self.param_dtype))
             except Exception as e:
@@ -108,10 +141,15 @@ class RNNCellBase(Module):
         return out
 
 
+_METADATA = ("kernel_metadata", "recurrent_kernel_metadata", "bias_metadata")
+
+
 def _dense(in_features: int, out_features: int, use_bias: bool, kernel_init: Any, bias_init: Any,
-           dtype: Any, param_dtype: Any, rngs: Rngs) -> Linear:
+           dtype: Any, param_dtype: Any, rngs: Rngs, kernel_metadata: Mapping[str, Any],
+           bias_metadata: Mapping[str, Any], promote_dtype: Callable[..., Any]) -> Linear:
     return Linear(in_features, out_features, use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init,
-                  dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                  dtype=dtype, param_dtype=param_dtype, rngs=rngs, kernel_metadata=kernel_metadata,
+                  bias_metadata=bias_metadata, promote_dtype=promote_dtype)
 
 
 class SimpleCell(RNNCellBase):
@@ -142,13 +180,20 @@ class SimpleCell(RNNCellBase):
         kernel_init: Any = default_kernel_init,
         recurrent_kernel_init: Any = default_recurrent_kernel_init,
         bias_init: Any = default_bias_init,
+        promote_dtype: Callable[..., Any] = promote_dtype,
+        keep_rngs: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        recurrent_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "SimpleCell", "nnx.SimpleCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
+        self.rngs = _kept_rngs(rngs, keep_rngs)
         self.dense_h = _dense(hidden_features, hidden_features, False, recurrent_kernel_init, bias_init,
-                              dtype, param_dtype, rngs)
-        self.dense_i = _dense(in_features, hidden_features, True, kernel_init, bias_init, dtype, param_dtype, rngs)
+                              dtype, param_dtype, rngs, recurrent_kernel_metadata, bias_metadata, promote_dtype)
+        self.dense_i = _dense(in_features, hidden_features, True, kernel_init, bias_init, dtype, param_dtype, rngs,
+                              kernel_metadata, bias_metadata, promote_dtype)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = self.dense_i(inputs) + self.dense_h(carry)
@@ -196,17 +241,24 @@ class LSTMCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        promote_dtype: Callable[..., Any] = promote_dtype,
+        keep_rngs: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        recurrent_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "LSTMCell", "nnx.LSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
+        self.rngs = _kept_rngs(rngs, keep_rngs)
 
         def dense_i() -> Linear:
-            return _dense(in_features, hidden_features, False, kernel_init, bias_init, dtype, param_dtype, rngs)
+            return _dense(in_features, hidden_features, False, kernel_init, bias_init, dtype, param_dtype, rngs,
+                          kernel_metadata, bias_metadata, promote_dtype)
 
         def dense_h() -> Linear:  # input and recurrent terms are summed: one bias is enough
             return _dense(hidden_features, hidden_features, True, recurrent_kernel_init, bias_init,
-                          dtype, param_dtype, rngs)
+                          dtype, param_dtype, rngs, recurrent_kernel_metadata, bias_metadata, promote_dtype)
 
         self.ii, self.if_, self.ig, self.io = dense_i(), dense_i(), dense_i(), dense_i()
         self.hi, self.hf, self.hg, self.ho = dense_h(), dense_h(), dense_h(), dense_h()
@@ -255,13 +307,21 @@ class OptimizedLSTMCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        promote_dtype: Callable[..., Any] = promote_dtype,
+        keep_rngs: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        recurrent_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "OptimizedLSTMCell", "nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
+        self.rngs = _kept_rngs(rngs, keep_rngs)
         n = 4 * hidden_features
-        self.dense_i = _dense(in_features, n, False, kernel_init, bias_init, dtype, param_dtype, rngs)
-        self.dense_h = _dense(hidden_features, n, True, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs)
+        self.dense_i = _dense(in_features, n, False, kernel_init, bias_init, dtype, param_dtype, rngs,
+                              kernel_metadata, bias_metadata, promote_dtype)
+        self.dense_h = _dense(hidden_features, n, True, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs,
+                              recurrent_kernel_metadata, bias_metadata, promote_dtype)
 
     def __call__(self, carry: tuple, inputs: jax.Array) -> tuple[tuple, jax.Array]:
         c, h = carry
@@ -311,13 +371,21 @@ class GRUCell(RNNCellBase):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         carry_init: Any = initializers.zeros,
+        promote_dtype: Callable[..., Any] = promote_dtype,
+        keep_rngs: bool = False,
         rngs: Rngs,
+        kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        recurrent_kernel_metadata: Mapping[str, Any] = NO_METADATA,
+        bias_metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         check_rngs(rngs, "GRUCell", "nnx.GRUCell(in_features, hidden_features, rngs=nnx.Rngs(0))")
-        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init")
+        keep_arguments(self, locals(), "kernel_init", "recurrent_kernel_init", "bias_init", *_METADATA)
+        self.rngs = _kept_rngs(rngs, keep_rngs)
         n = 3 * hidden_features
-        self.dense_i = _dense(in_features, n, True, kernel_init, bias_init, dtype, param_dtype, rngs)
-        self.dense_h = _dense(hidden_features, n, False, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs)
+        self.dense_i = _dense(in_features, n, True, kernel_init, bias_init, dtype, param_dtype, rngs,
+                              kernel_metadata, bias_metadata, promote_dtype)
+        self.dense_h = _dense(hidden_features, n, False, recurrent_kernel_init, bias_init, dtype, param_dtype, rngs,
+                              recurrent_kernel_metadata, bias_metadata, promote_dtype)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = carry
@@ -369,11 +437,6 @@ def flip_sequences(inputs: jax.Array, seq_lengths: jax.Array | None, num_batch_d
     return jnp.take_along_axis(inputs, index, axis=time_axis)
 
 
-# The cell's parameters are broadcast to every step; everything else it holds (RNG streams,
-# statistics) is carried, so a write in one step is seen by the next.
-_CELL_AXES = StateAxes({Param: None, ...: Carry})
-
-
 def _step(cell: Module, carry: Any, x: Any, t: jax.Array, seq_lengths: jax.Array | None) -> tuple:
     new_carry, y = cell(carry, x)
     if seq_lengths is not None:
@@ -402,9 +465,18 @@ class RNN(Module):
     after its last real step a sequence's carry stays as it was (so the final carry is the
     one after its last real step) and its outputs are zero.
 
-    ``initial_carry`` defaults to ``cell.initialize_carry(...)``, with ``rngs`` given to it.
+    ``initial_carry`` defaults to ``cell.initialize_carry(...)``, given the call's ``rngs``,
+    else the RNN's own stream: the constructor's ``rngs`` is ``True`` (a ``carry`` stream
+    seeded with 0), an ``Rngs`` (its ``carry`` stream is forked), an ``RngStream``, or
+    ``False`` (none). The default zeros carry draws no key.
+
     Randomness inside the cell (a dropout) comes from the cell's own streams and differs
-    at every step; see the module docstring.
+    at every step; see the module docstring. ``broadcast_rngs`` (a filter, e.g.
+    ``"dropout"``) picks RNG streams that give the *same* keys at every step of a call
+    instead (one dropout mask for the whole sequence); they still advance once per call.
+    ``state_axes`` (``{filter: None | nnx.Carry}``) replaces the default
+    ``{nnx.Param: None, ...: nnx.Carry}``: how each part of the cell's state goes through
+    the scan.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -423,6 +495,9 @@ class RNN(Module):
         reverse: bool = False,
         keep_order: bool = False,
         unroll: int = 1,
+        state_axes: Mapping[Filter, Any] | None = None,
+        broadcast_rngs: Filter = None,
+        rngs: Rngs | RngStream | bool = True,
     ) -> None:
         if not callable(cell) or not hasattr(cell, "initialize_carry"):
             raise LayerError(
@@ -435,6 +510,20 @@ class RNN(Module):
         self.reverse = reverse
         self.keep_order = keep_order
         self.unroll = unroll
+        # A StateAxes (hashable, static) rather than a dict: its keys are filters, not names.
+        self.state_axes = None if state_axes is None or isinstance(state_axes, StateAxes) else StateAxes(state_axes)
+        self.broadcast_rngs = broadcast_rngs
+        self.rngs = _carry_stream(rngs, "RNN")
+
+    def _cell_axes(self) -> StateAxes:
+        """How the cell's state travels through the scan (see the module docstring)."""
+        axes: dict = {}
+        if self.broadcast_rngs is not None:
+            # The same keys at every step (e.g. one dropout mask for the whole sequence);
+            # the stream still advances once per call, so each call differs.
+            axes[All(RngState, self.broadcast_rngs)] = SameKeys
+        axes.update(self.state_axes.items() if self.state_axes is not None else {Param: None, ...: Carry})
+        return StateAxes(axes)
 
     def __call__(
         self,
@@ -475,11 +564,15 @@ class RNN(Module):
             inputs = flip_sequences(inputs, seq_lengths, len(batch_shape), time_major)
         if initial_carry is None:
             step_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1 :]
+            if rngs is None:
+                rngs = getattr(self, "rngs", None)
+            if isinstance(rngs, Rngs):
+                rngs = rngs.carry
             initial_carry = self.cell.initialize_carry(step_shape, rngs)
 
         xs = jnp.moveaxis(inputs, time_axis, 0)
         steps = jnp.arange(xs.shape[0])
-        run = scan(_step, in_axes=(_CELL_AXES, Carry, 0, 0, None), out_axes=(Carry, 0), unroll=self.unroll)
+        run = scan(_step, in_axes=(self._cell_axes(), Carry, 0, 0, None), out_axes=(Carry, 0), unroll=self.unroll)
         carry, outputs = run(self.cell, initial_carry, xs, steps, seq_lengths)
         outputs = jax.tree.map(lambda y: jnp.moveaxis(y, 0, time_axis), outputs)
 
@@ -516,7 +609,9 @@ class Bidirectional(Module):
         merge_fn: Callable[[jax.Array, jax.Array], jax.Array] = _concatenate,
         time_major: bool = False,
         return_carry: bool = False,
+        rngs: Rngs | RngStream | bool = True,
     ) -> None:
+        self.rngs = _carry_stream(rngs, "Bidirectional")
         self.forward_rnn = forward_rnn
         self.backward_rnn = backward_rnn
         self.merge_fn = merge_fn
@@ -538,6 +633,10 @@ class Bidirectional(Module):
         """Run both directions; ``reverse`` and ``keep_order`` are accepted and ignored."""
         time_major = self.time_major if time_major is None else time_major
         return_carry = self.return_carry if return_carry is None else return_carry
+        if rngs is None:  # both directions draw their initial carries from one stream
+            rngs = getattr(self, "rngs", None)
+        if isinstance(rngs, Rngs):
+            rngs = rngs.carry
         carry_f, carry_b = initial_carry if initial_carry is not None else (None, None)
         carry_f, out_f = self.forward_rnn(
             inputs, initial_carry=carry_f, rngs=rngs, seq_lengths=seq_lengths, return_carry=True,
