@@ -545,7 +545,9 @@ def test_with_rngs_and_split_rngs_copies_same_keys():
     f = fnnx.split_rngs(fnnx.Rngs(params=0, dropout=1), splits=3, only="params", graph_updates=False)
     for name in ("params", "dropout"):
         np.testing.assert_array_equal(kd(p[name].key.value), kd(f[name].key.get_value()))
-=======
+
+
+# =======================================================================================
 # Constructor keywords
 # =======================================================================================
 # plait's own keywords, which the reference does not have (none of them changes what a
