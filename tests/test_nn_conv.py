@@ -369,9 +369,9 @@ def test_conv_transpose_batch_axes_dtypes_and_errors():
 
 @pytest.mark.parametrize("cls", [nnx.Conv, nnx.ConvTranspose])
 def test_kernel_and_bias_metadata_are_stored_on_the_params(cls):
-    layer = cls(2, 3, (3,), kernel_metadata={"tag": "k"}, bias_metadata={"sharding_names": ("out",)}, rngs=nnx.Rngs(0))
+    layer = cls(2, 3, (3,), kernel_metadata={"tag": "k"}, bias_metadata={"out_sharding": ("out",)}, rngs=nnx.Rngs(0))
     assert layer.kernel.get_metadata() == {"tag": "k"}
-    assert layer.bias.get_metadata() == {"sharding_names": ("out",)}
+    assert layer.bias.get_metadata() == {"out_sharding": ("out",)}
 
 
 def test_conv_general_dilated_is_injectable_and_preferred_element_type_reaches_it():

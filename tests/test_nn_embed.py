@@ -113,5 +113,5 @@ def test_under_vmap_and_jit():
 
 
 def test_embedding_metadata_is_stored_on_the_table():
-    embed = nnx.Embed(5, 3, embedding_metadata={"sharding_names": ("vocab", "embed")}, rngs=nnx.Rngs(0))
-    assert embed.embedding.get_metadata() == {"sharding_names": ("vocab", "embed")}
+    embed = nnx.Embed(5, 3, embedding_metadata={"out_sharding": ("vocab", "embed")}, rngs=nnx.Rngs(0))
+    assert embed.embedding.get_metadata() == {"out_sharding": ("vocab", "embed")}

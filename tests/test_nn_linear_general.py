@@ -191,7 +191,7 @@ def test_einsum_under_jit_matches_eager():
 
 
 def test_kernel_and_bias_metadata_are_stored_on_the_params():
-    kernel_meta, bias_meta = {"sharding_names": ("in", "out")}, {"sharding_names": ("out",)}
+    kernel_meta, bias_meta = {"out_sharding": ("in", "out")}, {"out_sharding": ("out",)}
     layers = [
         nnx.Linear(3, 4, kernel_metadata=kernel_meta, bias_metadata=bias_meta, rngs=nnx.Rngs(0)),
         nnx.LinearGeneral(3, 4, kernel_metadata=kernel_meta, bias_metadata=bias_meta, rngs=nnx.Rngs(0)),
@@ -199,7 +199,7 @@ def test_kernel_and_bias_metadata_are_stored_on_the_params():
     ]
     for layer in layers:
         assert layer.kernel.get_metadata() == kernel_meta and layer.bias.get_metadata() == bias_meta
-        assert layer.kernel.sharding_names == ("in", "out")
+        assert layer.kernel.out_sharding == ("in", "out")
         state = nnx.state(layer)  # metadata travels with the state
         assert state["kernel"].get_metadata() == kernel_meta
         assert not hasattr(layer, "kernel_metadata")  # used once, like the initializers

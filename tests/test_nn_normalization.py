@@ -599,11 +599,11 @@ def test_spectral_norm_conv_kernels_and_errors():
 def test_scale_and_bias_metadata_are_stored_on_the_params(cls):
     kwargs = {"num_groups": 2} if cls is nnx.GroupNorm else {}
     if cls is not nnx.RMSNorm:  # RMSNorm has no bias, and no bias_metadata (as in the reference)
-        kwargs["bias_metadata"] = {"sharding_names": ("b",)}
-    layer = cls(4, scale_metadata={"sharding_names": ("s",)}, rngs=nnx.Rngs(0), **kwargs)
-    assert layer.scale.get_metadata() == {"sharding_names": ("s",)}
+        kwargs["bias_metadata"] = {"out_sharding": ("b",)}
+    layer = cls(4, scale_metadata={"out_sharding": ("s",)}, rngs=nnx.Rngs(0), **kwargs)
+    assert layer.scale.get_metadata() == {"out_sharding": ("s",)}
     if cls is not nnx.RMSNorm:
-        assert layer.bias.get_metadata() == {"sharding_names": ("b",)}
+        assert layer.bias.get_metadata() == {"out_sharding": ("b",)}
     else:
         with pytest.raises(TypeError, match="bias_metadata"):
             cls(4, bias_metadata={"a": 1}, rngs=nnx.Rngs(0))

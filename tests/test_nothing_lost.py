@@ -100,3 +100,21 @@ def test_update_frees_the_replaced_arrays():
     alive = {id(a) for a in jax.live_arrays()} - before
     mine = {id(m.kernel.value), id(m.bias.value)}
     assert alive <= mine, f"{len(alive - mine)} replaced arrays still alive"
+
+
+# -- assigning a list: the rule ----------------------------------------------------------------
+
+
+def test_assigning_a_list_stores_a_tracked_copy():
+    """The rule: a plain list or dict assigned to a module attribute is stored as a tracked copy
+    (nnx.List / nnx.Dict, as if written nnx.List(layers)). Edit it through the module; edits to
+    the original list are not the module's."""
+    layers = [nnx.Linear(2, 2, rngs=nnx.Rngs(0))]
+    m = Holder()
+    m.layers = layers
+    assert m.layers is not layers and isinstance(m.layers, nnx.List)
+    assert m.layers[0] is layers[0]  # the elements are shared, only the container is new
+    f = nnx.jit(lambda m, x: [layer(x) for layer in m.layers])
+    assert len(f(m, jnp.ones((1, 2)))) == 1
+    m.layers.append(nnx.Linear(2, 2, rngs=nnx.Rngs(1)))  # through the module: seen by the cached jit
+    assert len(f(m, jnp.ones((1, 2)))) == 2

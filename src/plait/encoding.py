@@ -295,7 +295,7 @@ class _Flattener:
         # One level at a time, so containers inside other pytrees are seen by this walk.
         pairs, treedef = jax.tree_util.tree_flatten_with_path(value, is_leaf=lambda x: x is not value)
         if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # opaque to JAX: static
-            return ("static", _hashable(value), t)
+            return ("static", _hashable(value), None)  # the value implies its type (not so for 1, 1.0, True)
         return ("tree", treedef, tuple([self.ref(v, path + _key_path(kp)) for kp, v in pairs]))
 
 

@@ -18,33 +18,34 @@ import jax
 
 from ..encoding import flatten, unflatten
 from ..errors import StateError, TransformError
-from .lift import Call, arg_names, check_callable
+from .lift import Call, Store, arg_names, check_callable
 from .refs import first_difference
 
 __all__ = ["cond", "switch", "while_loop", "fori_loop"]
 
 
-def _branches(call: Call, branches: Sequence[Callable], transform: str) -> tuple[list, dict]:
-    infos: dict = {}
+def _branches(call: Call, branches: Sequence[Callable], transform: str) -> tuple[list, list[Store]]:
+    """One traced function per branch; each branch's facts (its output structure, and the
+    shape and dtype of every leaf it leaves) in a Store of its own."""
+    facts = [Store() for _ in branches]
 
     def make(i: int, fun: Callable) -> Callable:
         def branch(leaves: list) -> list:
             _, col, flat2 = call.run(list(leaves), target=fun)
-            infos[i] = col
-            infos[("types", i)] = [(jax.numpy.shape(v), jax.numpy.result_type(v)) for v in flat2.leaves]
+            facts[i].put((col, [(jax.numpy.shape(v), jax.numpy.result_type(v)) for v in flat2.leaves]))
             return flat2.leaves
 
         return branch
 
     for fun in branches:
         check_callable(fun, transform)
-    return [make(i, fun) for i, fun in enumerate(branches)], infos
+    return [make(i, fun) for i, fun in enumerate(branches)], facts
 
 
-def _same_structure(call: Call, infos: dict, transform: str) -> Any:
-    first = infos[0]
-    for i in sorted(k for k in infos if type(k) is int)[1:]:
-        if infos[i].graphdef != first.graphdef:
+def _same_structure(call: Call, facts: list[Store], transform: str) -> Any:
+    first = facts[0].get()[0]
+    for i, branch in enumerate(facts[1:], start=1):
+        if branch.filled and branch.get()[0].graphdef != first.graphdef:
             raise TransformError(
                 f"{transform}: branch {i} leaves a different structure than branch 0 (a Variable or "
                 "attribute added, removed, or of another type, or a different output structure). "
@@ -78,15 +79,15 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any, transform: 
         -1.0
     """
     call = Call(branches[0], transform, operands, {})
-    fns, infos = _branches(call, list(branches), transform)
+    fns, facts = _branches(call, list(branches), transform)
     try:
         leaves = jax.lax.switch(index, fns, call.leaves)
     except TypeError as e:
         n = len(fns)
-        if all(i in infos for i in range(n)):
-            col = _same_structure(call, infos, transform)
+        if all(f.filled for f in facts):
+            col = _same_structure(call, facts, transform)
             for i in range(1, n):
-                for k, (a, b) in enumerate(zip(infos[("types", 0)], infos[("types", i)])):
+                for k, (a, b) in enumerate(zip(facts[0].get()[1], facts[i].get()[1])):
                     if a != b:
                         path = col.graphdef.leaf_paths[k]
                         where = (f"`{call.path_text(path)}`" if path[0] < col.n_roots else "the output")
@@ -96,7 +97,7 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any, transform: 
                             "must leave each Variable (and return outputs) with the same shape and dtype."
                         ) from e
         raise TransformError(f"{transform}: the branches return different shapes or dtypes: {e}") from e
-    col = _same_structure(call, infos, transform)
+    col = _same_structure(call, facts, transform)
     return call.write_back(col, leaves)
 
 

@@ -10,7 +10,7 @@ import jax
 
 from ..encoding import GraphDef, unflatten
 from ..graph import merge, split
-from .lift import Call, check_callable
+from .lift import Call, Store, check_callable
 
 __all__ = ["eval_shape", "call", "cached_partial"]
 
@@ -29,15 +29,15 @@ def eval_shape(f: Callable, *args: Any, **kwargs: Any) -> Any:
     """
     check_callable(f, "eval_shape")
     lifted = Call(f, "eval_shape", args, kwargs)
-    static: dict = {}
+    facts = Store()  # the output structure
 
     def pure(leaves: list) -> list:
         _, col, flat2 = lifted.run(list(leaves))
-        static["col"] = col
+        facts.put(col)
         return flat2.leaves
 
     shapes = jax.eval_shape(pure, lifted.leaves)
-    roots, _ = unflatten(static["col"].graphdef, shapes)
+    roots, _ = unflatten(facts.get().graphdef, shapes)
     return roots[-1]
 
 

@@ -21,7 +21,7 @@ from ..filters import to_predicate
 from ..state import State
 from ..variables import Param, Variable
 from .axes import DiffState
-from .lift import Call, check_callable, forward_unchanged
+from .lift import Call, Store, check_callable
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp"]
 
@@ -114,12 +114,12 @@ def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_v
     diff = [k for chosen in diff_of for k in chosen]
     if not allow_int:
         _check_differentiable(call, diff, transform)
-    static: dict = {}
-    pure = _pure(call, diff, has_aux, transform, static)
+    facts = Store()
+    pure = _pure(call, diff, has_aux, transform, facts)
     (value, (emitted, _)), grads = jax.value_and_grad(
         pure, has_aux=True, holomorphic=holomorphic, allow_int=allow_int
     )([call.leaves[k] for k in diff])
-    aux = _write_back(call, static, emitted)
+    aux = _write_back(call, facts, emitted)
     grad_of = dict(zip(diff, grads))
     results = [_arg_grads(call, argnum, chosen, grad_of) for (argnum, _), chosen in zip(specs, diff_of)]
     out = results[0] if not isinstance(argnums, (tuple, list)) else tuple(results)
@@ -163,7 +163,7 @@ def _choose(call: Call, specs: list[tuple[int, Any]]) -> list[list[int]]:
     return diff_of
 
 
-def _pure(call: Call, diff: list[int], has_aux: bool, transform: str, static: dict) -> Any:
+def _pure(call: Call, diff: list[int], has_aux: bool, transform: str, facts: Store) -> Any:
     """The function of the differentiated leaves: ``-> (output, (written state, aux))``."""
 
     def pure(diff_values: list) -> tuple:
@@ -182,15 +182,15 @@ def _pure(call: Call, diff: list[int], has_aux: bool, transform: str, static: di
         result, col, flat2 = call.run(leaves, select=split_aux)
         output = result[0] if has_aux else result
         emit = [k2 for k2 in range(col.graphdef.num_leaves) if col.changed[k2]]
-        static["col"], static["emit"] = col, emit
+        facts.put((col, emit))
         return output, ([flat2.leaves[k2] for k2 in emit], None)
 
     return pure
 
 
-def _write_back(call: Call, static: dict, emitted: list) -> Any:
-    col = static["col"]
-    return call.write_back(col, forward_unchanged(call, col, static["emit"], emitted))
+def _write_back(call: Call, facts: Store, emitted: list) -> Any:
+    col, emit = facts.get()
+    return call.finish(col, emit, emitted)
 
 
 def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
@@ -212,10 +212,10 @@ def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     specs = [(i, None) for i in range(len(primals))]
     diff_of = _choose(call, specs)
     diff = [k for chosen in diff_of for k in chosen]
-    static: dict = {}
-    out, raw_vjp, (emitted, _) = jax.vjp(_pure(call, diff, has_aux, "vjp", static), [call.leaves[k] for k in diff],
+    facts = Store()
+    out, raw_vjp, (emitted, _) = jax.vjp(_pure(call, diff, has_aux, "vjp", facts), [call.leaves[k] for k in diff],
                                         has_aux=True)
-    aux = _write_back(call, static, emitted)
+    aux = _write_back(call, facts, emitted)
 
     def vjp_fn(cotangent: Any) -> tuple:
         (grads,) = raw_vjp(cotangent)
@@ -250,11 +250,11 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, *, has_aux: bool = False) 
     tangent_values = []
     for (i, _), chosen in zip(specs, diff_of):
         tangent_values.extend(_tangent_leaves(call, i, chosen, tangents[i]))
-    static: dict = {}
+    facts = Store()
     out, out_tangent, (emitted, _) = jax.jvp(
-        _pure(call, diff, has_aux, "jvp", static), ([call.leaves[k] for k in diff],), (tangent_values,), has_aux=True
+        _pure(call, diff, has_aux, "jvp", facts), ([call.leaves[k] for k in diff],), (tangent_values,), has_aux=True
     )
-    aux = _write_back(call, static, emitted)
+    aux = _write_back(call, facts, emitted)
     return (out, out_tangent, aux) if has_aux else (out, out_tangent)
 
 

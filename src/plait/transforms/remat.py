@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 
-from .lift import Call, check_callable, forward_unchanged
+from .lift import Call, Store, check_callable
 
 __all__ = ["remat", "checkpoint"]
 
@@ -44,17 +44,17 @@ def remat(
     @functools.wraps(f)
     def rematted(*args: Any, **kwargs: Any) -> Any:
         call = Call(f, "remat", args, kwargs)
-        static: dict = {}
+        facts = Store()  # (output structure, the leaves written)
 
         def pure(leaves: list) -> list:
             _, col, flat2 = call.run(list(leaves))
             emit = [k for k, changed in enumerate(col.changed) if changed]
-            static["col"], static["emit"] = col, emit
+            facts.put((col, emit))
             return [flat2.leaves[k] for k in emit]
 
         values = jax.checkpoint(pure, prevent_cse=prevent_cse, policy=policy)(call.leaves)
-        col = static["col"]
-        return call.write_back(col, forward_unchanged(call, col, static["emit"], values))
+        col, emit = facts.get()
+        return call.finish(col, emit, values)
 
     return rematted
 
