@@ -171,3 +171,23 @@ def test_the_site_builds_with_strict(tmp_path):
     reference = (tmp_path / "site" / "api" / "randomness" / "index.html").read_text()
     assert 'id="plait.split_rngs"' in reference  # the docstrings were found and rendered...
     assert "&gt;&gt;&gt;" in reference and "doc-section-title" in reference  # ...examples as code
+
+
+def test_the_api_reference_covers_every_public_name():
+    """Each name of ``plait.__all__`` has a ``::: plait.X`` entry, lives in a module that has
+    one (``::: plait.nn.linear``), or, for JAX's re-exported functions and constants, is named
+    on a reference page."""
+    import types
+
+    import plait
+
+    pages_text = "\n".join(p.read_text() for p in (DOCS / "api").glob("*.md"))
+    targets = set(re.findall(r"^::: ([\w.]+)", pages_text, flags=re.M))
+    missing = []
+    for name in plait.__all__:
+        obj = getattr(plait, name)
+        module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+        if f"plait.{name}" in targets or module in targets or f"`{name}`" in pages_text or f"`plait.{name}`" in pages_text:
+            continue
+        missing.append(name)
+    assert not missing, f"not in docs/api/*.md: {missing}"
