@@ -19,10 +19,10 @@ Flattening a module whose structure has not changed since the last call is serve
 cache (:func:`flatten_cached`, see :mod:`plait.object`).
 
 The encoding: a node is a :class:`VariableNode` or an :class:`ObjectNode`; an attribute or
-root is a *ref*: a node index (int), or a tuple whose first entry says what it is:
-``("leaf", k)``, ``("static", value, type)``, ``("list", type, refs)``, ``("tuple", refs)``,
-``("dict", type, keys, refs)`` or ``("tree", treedef, refs)``. Nodes are NamedTuples, so a
-GraphDef hashes and compares as plain tuples do and stays a fast cache key.
+root is a *ref*: a node index (int), or one of :class:`LeafRef`, :class:`StaticRef`,
+:class:`ListRef`, :class:`TupleRef`, :class:`DictRef`, :class:`TreeRef`, whose first field
+(``tag``) says which. All are NamedTuples, so a GraphDef hashes and compares as plain tuples
+do and stays a fast cache key.
 """
 
 from __future__ import annotations
@@ -59,6 +59,50 @@ class ObjectNode(NamedTuple):
     kind: int  # OBJ
     type: type
     attributes: tuple
+
+
+class LeafRef(NamedTuple):
+    """An array (or a Python float passed to a transform): leaf ``index``."""
+
+    tag: str  # "leaf"
+    index: int
+
+
+class StaticRef(NamedTuple):
+    """A value that is structure, not data (an int, a string, a function)."""
+
+    tag: str  # "static"
+    value: Any
+    type: Any  # for 1, 1.0 and True, which are equal but different structure; else None
+
+
+class ListRef(NamedTuple):
+    tag: str  # "list"
+    type: type  # list or List
+    items: tuple
+
+
+class TupleRef(NamedTuple):
+    tag: str  # "tuple"
+    items: tuple
+
+
+class DictRef(NamedTuple):
+    tag: str  # "dict"
+    type: type  # dict or Dict
+    keys: tuple
+    items: tuple
+
+
+class TreeRef(NamedTuple):
+    """Any other pytree (a namedtuple, a State, an optax state), one level of it."""
+
+    tag: str  # "tree"
+    treedef: Any
+    items: tuple
+
+
+_new = tuple.__new__  # builds the NamedTuple refs without a Python-level __new__ call
 
 ARRAY_TYPES = (jax.Array, np.ndarray)
 _MISSING = object()
@@ -265,12 +309,12 @@ class _Flattener:
         if (t is list or t is dict) and self.owner is not None:
             self.untracked = True
         if t is list or t is List:
-            return ("list", t, tuple([self.ref(v, path + (j,)) for j, v in enumerate(value)]))
+            return _new(ListRef, ("list", t, tuple([self.ref(v, path + (j,)) for j, v in enumerate(value)])))
         if t is tuple:
-            return ("tuple", tuple([self.ref(v, path + (j,)) for j, v in enumerate(value)]))
+            return _new(TupleRef, ("tuple", tuple([self.ref(v, path + (j,)) for j, v in enumerate(value)])))
         if t is dict or t is Dict:
             keys = tuple(value)
-            return ("dict", t, keys, tuple([self.ref(value[key], path + (key,)) for key in keys]))
+            return _new(DictRef, ("dict", t, keys, tuple([self.ref(value[key], path + (key,)) for key in keys])))
         if isinstance(value, ARRAY_TYPES):
             k = len(self.leaves)
             self.leaves.append(value)
@@ -278,7 +322,7 @@ class _Flattener:
             self.leaf_nodes.append(-1)
             self.leaf_owners.append(self.owner)
             self.post.append(("leaf", k))
-            return ("leaf", k)
+            return _new(LeafRef, ("leaf", k))
         if self.owner is None and (isinstance(value, (float, complex, np.generic)) and t is not bool
                                    or self.scalars and t in (int, bool)):
             # A Python float passed to a transform is data, as in JAX (grad w.r.t. it, map it);
@@ -289,14 +333,14 @@ class _Flattener:
             self.leaf_nodes.append(-1)
             self.leaf_owners.append(None)
             self.post.append(("leaf", k))
-            return ("leaf", k)
+            return _new(LeafRef, ("leaf", k))
         if t in _SIMPLE_STATIC:
-            return ("static", value, t)  # the type too: 1, 1.0 and True are different structure
+            return _new(StaticRef, ("static", value, t))  # the type too: 1, 1.0 and True are different structure
         # One level at a time, so containers inside other pytrees are seen by this walk.
         pairs, treedef = jax.tree_util.tree_flatten_with_path(value, is_leaf=lambda x: x is not value)
         if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # opaque to JAX: static
-            return ("static", _hashable(value), None)  # the value implies its type (not so for 1, 1.0, True)
-        return ("tree", treedef, tuple([self.ref(v, path + _key_path(kp)) for kp, v in pairs]))
+            return _new(StaticRef, ("static", _hashable(value), None))  # the value implies its type
+        return _new(TreeRef, ("tree", treedef, tuple([self.ref(v, path + _key_path(kp)) for kp, v in pairs])))
 
 
 def _hashable(value: Any) -> Any:
@@ -385,35 +429,35 @@ class _Builder:
     def build(self, ref: Any, current: Any = _MISSING) -> Any:
         if type(ref) is int:
             return self.objs[ref]
-        tag = ref[0]
+        tag = ref.tag
         if tag == "leaf":
-            return self.leaves[ref[1]]
+            return self.leaves[ref.index]
         if tag == "static":
-            value = ref[1]
+            value = ref.value
             return value.value if type(value) is _ByIdentity else value
         if tag == "list":
-            t, refs = ref[1], ref[2]
+            t, refs = ref.type, ref.items
             same = type(current) is t and len(current) == len(refs)
             items = [self.build(r, current[j] if same else _MISSING) for j, r in enumerate(refs)]
             if same and all(a is b for a, b in zip(items, current)):
                 return current
             return t(items) if t is List else items
         if tag == "tuple":
-            refs = ref[1]
+            refs = ref.items
             same = type(current) is tuple and len(current) == len(refs)
             items = tuple([self.build(r, current[j] if same else _MISSING) for j, r in enumerate(refs)])
             if same and all(a is b for a, b in zip(items, current)):
                 return current
             return items
         if tag == "dict":
-            t, keys, refs = ref[1], ref[2], ref[3]
+            t, keys, refs = ref.type, ref.keys, ref.items
             same = type(current) is t and len(current) == len(keys)
             values = [self.build(r, current.get(k, _MISSING) if same else _MISSING) for k, r in zip(keys, refs)]
             if same and all(k in current and current[k] is v for k, v in zip(keys, values)):
                 return current
             return t(zip(keys, values)) if t is Dict else dict(zip(keys, values))
         if tag == "tree":
-            return ref[1].unflatten([self.build(r) for r in ref[2]])
+            return ref.treedef.unflatten([self.build(r) for r in ref.items])
         raise AssertionError(f"unknown ref {ref!r}")
 
 
@@ -498,8 +542,8 @@ def _plan(graphdef: GraphDef) -> tuple:
                 if type(ref) is int:
                     attrs[name] = None
                     node_refs.append((name, ref))
-                elif ref[0] == "static":
-                    attrs[name] = ref[1].value if type(ref[1]) is _ByIdentity else ref[1]
+                elif ref.tag == "static":
+                    attrs[name] = ref.value.value if type(ref.value) is _ByIdentity else ref.value
                 else:
                     attrs[name] = None
                     other_refs.append((name, ref))

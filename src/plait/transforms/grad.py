@@ -108,7 +108,7 @@ def _default_diff(is_variable: bool, owned: bool, value: Any) -> bool:
 
 def _grad_call(f, args, kwargs, argnums, has_aux, holomorphic, allow_int, with_value):
     transform = "value_and_grad" if with_value else "grad"
-    call = Call(f, transform, args, kwargs)
+    call = Call(f, transform, args, kwargs, scalars=True)  # a Python int is data: refused unless allow_int
     specs = _diff_specs(argnums, call.args, transform)
     diff_of = _choose(call, specs)
     diff = [k for chosen in diff_of for k in chosen]
@@ -150,17 +150,46 @@ def _choose(call: Call, specs: list[tuple[int, Any]]) -> list[list[int]]:
         for k, path in enumerate(gd.leaf_paths):
             if path[0] != argnum or k in taken:
                 continue
-            slot = call.flat.slots[k]
-            value = slot if slot is not None else call.leaves[k]
-            if predicate is None:
-                take = _default_diff(slot is not None, gd.leaf_owners[k] is not None, value)
-            else:
-                take = predicate(path[1:], value)
-            if take:
+            if _takes(call, predicate, k, path):
                 chosen.append(k)
                 taken.add(k)
         diff_of.append(chosen)
+    _check_aliases(call, specs, diff_of)
     return diff_of
+
+
+def _takes(call: Call, predicate: Any, k: int, path: tuple) -> bool:
+    slot = call.flat.slots[k]
+    value = slot if slot is not None else call.leaves[k]
+    if predicate is None:
+        return _default_diff(slot is not None, call.graphdef.leaf_owners[k] is not None, value)
+    return bool(predicate(path[1:], value))
+
+
+def _check_aliases(call: Call, specs: list[tuple[int, Any]], diff_of: list[list[int]]) -> None:
+    """A Variable first reached through an argument that is not differentiated, and again through
+    one that is, would silently get no gradient (its first path decides): refused, naming both.
+    (Differentiated first and reached again through another argument is fine: the gradient,
+    through every use, is reported under the differentiated argument.)"""
+    gd = call.graphdef
+    if not gd.aliases():
+        return
+    chosen = {k for ks in diff_of for k in ks}
+    by_arg = dict(specs)
+    for k, path in gd.aliases():
+        first = gd.leaf_paths[k]
+        if path[0] == first[0]:
+            continue
+        again = path[0] in by_arg and _takes(call, by_arg[path[0]], k, path)
+        if again and k not in chosen:
+            yes, no = path, first
+            raise TransformError(
+                f"{call.transform}: {call.describe_leaf(k)} is differentiated as `{call.path_text(yes)}` but not as "
+                f"`{call.path_text(no)}`: the same Variable is passed through two arguments whose argnums disagree.\n"
+                "Pass the shared module once, or also differentiate the argument it is reached through first, "
+                f"e.g. argnums=({first[0]}, {path[0]})."
+            )
+
 
 
 def _pure(call: Call, diff: list[int], has_aux: bool, transform: str, facts: Store) -> Any:
@@ -280,7 +309,11 @@ def _arg_grads(call: Call, argnum: int, chosen: list[int], grad_of: dict) -> Any
     """Gradients for one argument: a State for a module, the same pytree for plain data, and
     for a container holding modules the container with a State in place of each module."""
     gd = call.graphdef
-    if is_graph_node(call.args[argnum]):
+    arg = call.args[argnum]
+    if isinstance(arg, Variable):  # a bare Variable: its gradient, as that kind of Variable
+        k = gd.nodes[gd.roots[argnum]].leaf
+        return arg.replace(grad_of[k]) if k in grad_of else State({})
+    if is_graph_node(arg):
         return _state_of(call, chosen, grad_of, (argnum,))
     leaves = [grad_of.get(k) for k in range(gd.num_leaves)]
     objs: list = []
