@@ -33,6 +33,7 @@ from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
+from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .state import State
 from .summary import tabulate
@@ -93,6 +94,8 @@ __all__ = [
     "EMA", "Metric", "ModelAndOptimizer", "MultiMetric", "Optimizer", "TrainState", "checkpoints", "display",
     "metrics", "summary", "tabulate",
     "initializers", "nn",
+    # data and static attributes
+    "Pytree", "check_pytree", "data", "dataclass", "has_data", "is_data", "register_data_type", "static",
     *nn.__all__,
     *transforms.__all__,
 ]
