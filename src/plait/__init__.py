@@ -33,6 +33,7 @@ from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
+from .mode import set_graph_mode, set_graph_updates
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .state import State
@@ -56,6 +57,7 @@ from .variables import (
     VariableState,
     with_metadata,
 )
+from .views import view, view_info, with_attributes
 from .visualization import display
 
 __version__ = "0.1.0"
@@ -96,6 +98,8 @@ __all__ = [
     "initializers", "nn",
     # data and static attributes
     "Pytree", "check_pytree", "data", "dataclass", "has_data", "is_data", "register_data_type", "static",
+    # views; Flax NNX's modes (plait has one)
+    "set_graph_mode", "set_graph_updates", "view", "view_info", "with_attributes",
     *nn.__all__,
     *transforms.__all__,
 ]
