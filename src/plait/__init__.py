@@ -29,11 +29,11 @@ from .errors import (
 from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
 from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
 from .metrics import Metric, MultiMetric
+from .mode import set_graph_mode, set_graph_updates
 from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
-from .mode import set_graph_mode, set_graph_updates
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .state import State
