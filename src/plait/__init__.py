@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import checkpoints, filterlib, filters, initializers, metrics, nn, summary, transforms
+from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -94,7 +94,7 @@ __all__ = [
     "RngStream", "Rngs", "SplitBackups", "fork", "fork_rngs", "reseed", "restore_rngs", "split_rngs", "with_rngs",
     # training, display, checkpoints
     "EMA", "Metric", "ModelAndOptimizer", "MultiMetric", "Optimizer", "TrainState", "checkpoints", "display",
-    "metrics", "summary", "tabulate",
+    "metrics", "summary", "tabulate", "compat",
     "initializers", "nn",
     # data and static attributes
     "Pytree", "check_pytree", "data", "dataclass", "has_data", "is_data", "register_data_type", "static",
