@@ -28,6 +28,7 @@ from .errors import (
 )
 from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
 from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
+from .intermediates import capture
 from .metrics import Metric, MultiMetric
 from .mode import set_graph_mode, set_graph_updates
 from .module import Module, iter_modules
@@ -82,7 +83,7 @@ __all__ = [
     "AxisError", "CheckpointError", "FilterError", "GraphError", "LayerError", "MetricError", "MissingStreamError",
     "PlaitError", "RngError", "StateError", "TransformError", "VariableError",
     # modules, Variables, state
-    "Dict", "List", "Module", "Object", "State", "iter_modules",
+    "Dict", "List", "Module", "Object", "State", "capture", "iter_modules",
     "BatchStat", "Cache", "Intermediate", "OptState", "PARTITION_NAME", "Param", "Perturbation", "RngCount", "RngKey",
     "RngState", "Variable", "VariableMetadata", "VariableState", "register_variable_name", "variable_name_from_type",
     "variable_type_from_name", "with_metadata",
