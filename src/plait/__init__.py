@@ -28,6 +28,7 @@ from .errors import (
 )
 from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
 from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
+from .graph_map import as_abstract, as_pure, map, prefix  # noqa: A004  (the reference's nnx.map)
 from .intermediates import capture
 from .metrics import Metric, MultiMetric
 from .mode import set_graph_mode, set_graph_updates
@@ -41,6 +42,7 @@ from .state import State
 from .summary import tabulate
 from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
+from .variable_modes import VarDefaults, var_defaults, vars_as, with_vars
 from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
 from .variables import (
     PARTITION_NAME,
@@ -86,11 +88,12 @@ __all__ = [
     "Dict", "List", "Module", "Object", "State", "capture", "iter_modules",
     "BatchStat", "Cache", "Intermediate", "OptState", "PARTITION_NAME", "Param", "Perturbation", "RngCount", "RngKey",
     "RngState", "Variable", "VariableMetadata", "VariableState", "register_variable_name", "variable_name_from_type",
-    "variable_type_from_name", "with_metadata",
+    "variable_type_from_name", "with_metadata", "VarDefaults", "var_defaults", "vars_as", "with_vars",
     # filters
     "All", "Any", "Everything", "Not", "Nothing", "OfType", "PathContains", "WithTag", "filterlib", "filters",
     # graph functions
     "GraphDef", "clone", "graphdef", "iter_graph", "merge", "pop", "split", "state", "update",
+    "as_abstract", "as_pure", "map", "prefix",
     # randomness
     "RngStream", "Rngs", "SplitBackups", "fork", "fork_rngs", "reseed", "restore_rngs", "split_rngs", "with_rngs",
     # training, display, checkpoints
