@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import checkpoints, filterlib, filters, initializers, metrics, nn, summary, transforms
+from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -28,16 +28,21 @@ from .errors import (
 )
 from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
 from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
+from .graph_map import as_abstract, as_pure, map, prefix  # noqa: A004  (the reference's nnx.map)
+from .intermediates import capture
 from .metrics import Metric, MultiMetric
+from .mode import set_graph_mode, set_graph_updates
 from .module import Module, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
+from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .state import State
 from .summary import tabulate
 from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
+from .variable_modes import VarDefaults, var_defaults, vars_as, with_vars
 from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
 from .variables import (
     PARTITION_NAME,
@@ -55,6 +60,7 @@ from .variables import (
     VariableState,
     with_metadata,
 )
+from .views import view, view_info, with_attributes
 from .visualization import display
 
 __version__ = "0.1.0"
@@ -79,20 +85,25 @@ __all__ = [
     "AxisError", "CheckpointError", "FilterError", "GraphError", "LayerError", "MetricError", "MissingStreamError",
     "PlaitError", "RngError", "StateError", "TransformError", "VariableError",
     # modules, Variables, state
-    "Dict", "List", "Module", "Object", "State", "iter_modules",
+    "Dict", "List", "Module", "Object", "State", "capture", "iter_modules",
     "BatchStat", "Cache", "Intermediate", "OptState", "PARTITION_NAME", "Param", "Perturbation", "RngCount", "RngKey",
     "RngState", "Variable", "VariableMetadata", "VariableState", "register_variable_name", "variable_name_from_type",
-    "variable_type_from_name", "with_metadata",
+    "variable_type_from_name", "with_metadata", "VarDefaults", "var_defaults", "vars_as", "with_vars",
     # filters
     "All", "Any", "Everything", "Not", "Nothing", "OfType", "PathContains", "WithTag", "filterlib", "filters",
     # graph functions
     "GraphDef", "clone", "graphdef", "iter_graph", "merge", "pop", "split", "state", "update",
+    "as_abstract", "as_pure", "map", "prefix",
     # randomness
     "RngStream", "Rngs", "SplitBackups", "fork", "fork_rngs", "reseed", "restore_rngs", "split_rngs", "with_rngs",
     # training, display, checkpoints
     "EMA", "Metric", "ModelAndOptimizer", "MultiMetric", "Optimizer", "TrainState", "checkpoints", "display",
-    "metrics", "summary", "tabulate",
+    "metrics", "summary", "tabulate", "compat",
     "initializers", "nn",
+    # data and static attributes
+    "Pytree", "check_pytree", "data", "dataclass", "has_data", "is_data", "register_data_type", "static",
+    # views; Flax NNX's modes (plait has one)
+    "set_graph_mode", "set_graph_updates", "view", "view_info", "with_attributes",
     *nn.__all__,
     *transforms.__all__,
 ]

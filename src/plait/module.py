@@ -27,10 +27,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from .errors import StateError
 from .graph import iter_graph
 from .object import Object
-from .variables import Variable, describe
+from .variable_names import variable_type_from_name
+from .variables import Perturbation, Variable, describe
 
 __all__ = ["Module", "iter_modules"]
 
@@ -93,6 +97,41 @@ class Module(Object):
                 f"Sow under another name, or remove what is there first (nnx.pop(module, nnx.{found}) for a "
                 "Variable)."
             )
+
+    def perturb(self, name: str, value: Any, variable_type: type[Variable] | str = Perturbation) -> Any:
+        """``value`` plus the perturbation stored under ``name`` (zeros, created on first use).
+
+        Differentiating a loss with respect to the perturbations gives the gradient with
+        respect to the intermediate ``value``; use the returned value downstream. See
+        :func:`plait.capture` for the workflow (capture the zeros, pass them back as ``init``).
+
+        Example:
+            >>> import jax.numpy as jnp, plait as nnx
+            >>> class Model(nnx.Module):
+            ...     def __call__(self, x):
+            ...         return 3 * self.perturb("h", x)
+            >>> model, x = Model(), jnp.ones(2)
+            >>> _, zeros = nnx.capture(model, nnx.Perturbation)(x)
+            >>> loss = lambda model, p, x: nnx.capture(model, init=p)(x).sum()
+            >>> grads = nnx.grad(loss, argnums=nnx.DiffState(1, nnx.Perturbation))(model, zeros, x)
+            >>> grads["h"].value.tolist()
+            [3.0, 3.0]
+        """
+        if isinstance(variable_type, str):
+            variable_type = variable_type_from_name(variable_type, allow_register=True)
+        current = self.__dict__.get(name)
+        if current is None and name not in self.__dict__:
+            old = jax.tree.map(jnp.zeros_like, value)
+            setattr(self, name, variable_type(old))
+        elif isinstance(current, variable_type):
+            old = current.value
+        else:
+            what = describe(f"{type(self).__name__}.{name}", current)
+            raise StateError(
+                f"perturb: {what} is already there, and perturb({name!r}, ..., {variable_type.__name__}) can only "
+                f"read a {variable_type.__name__}.\nPerturb under another name."
+            )
+        return jax.tree.map(lambda a, b: a + b, old, value)
 
     def set_attributes(self, *filters: type, raise_if_not_found: bool = True, **attributes: Any) -> None:
         """Set attributes on every sub-module (of the given types, if any) that has them.

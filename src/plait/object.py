@@ -19,6 +19,7 @@ and :class:`Dict`, subclasses that report their own edits (``append``, ``__setit
 from __future__ import annotations
 
 import collections.abc as _abc
+import dataclasses as _dataclasses
 from typing import Any
 
 import jax
@@ -152,6 +153,120 @@ def track(value: Any) -> Any:
     return value
 
 
+# -- data / static marks (nnx.data, nnx.static; the public face is plait.pytree) ------------
+#: Types registered with ``nnx.register_data_type``: their values are data wherever they sit.
+DATA_TYPES: set[type] = set()
+#: Key of the metadata of the ``dataclasses.Field`` that ``nnx.data``/``nnx.static`` return:
+#: True for static, False for data; the value itself is under ``MARK_VALUE``.
+MARK, MARK_VALUE = "plait_static", "plait_value"
+#: The attribute (in ``__dict__``, so split/merge, transforms and pickling keep it) holding an
+#: object's explicit marks as ``((name, is_static), ...)``.
+MARKS_ATTR = "_plait_marks"
+_SCALARS = (bool, int, float, complex, np.generic)
+
+
+def mark_of(obj: Object, name: str) -> bool | None:
+    """True if attribute ``name`` of ``obj`` is marked static, False if data, None if unmarked."""
+    for n, is_static in obj.__dict__.get(MARKS_ATTR, ()):
+        if n == name:
+            return is_static
+    return type(obj)._plait_class_marks.get(name)
+
+
+def data_leaves(value: Any, depth: int = 0) -> list:
+    """The data inside ``value`` (arrays, Variables, Objects, registered data types), looking
+    through lists, tuples, dicts and other pytrees but not into graph nodes."""
+    if hasattr(value, "_plait_seen") or isinstance(value, (np.ndarray, jax.Array)) or type(value) in DATA_TYPES:
+        return [value]
+    if depth > 16 or isinstance(value, (str, bytes)) or type(value) in _SCALARS or value is None:
+        return []
+    if isinstance(value, _abc.Mapping):
+        return [x for v in value.values() for x in data_leaves(v, depth + 1)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in data_leaves(v, depth + 1)]
+    children = jax.tree_util.tree_leaves(value, is_leaf=lambda x: x is not value)
+    if len(children) == 1 and children[0] is value:
+        return []  # opaque to JAX: static
+    return [x for v in children for x in data_leaves(v, depth + 1)]
+
+
+def as_data(value: Any) -> Any:
+    """``value`` with its Python numbers turned into 0-d arrays, so the encoding (which keeps
+    numbers held by a module as structure) makes them leaves: what ``nnx.data`` asks for."""
+    if type(value) in _SCALARS:
+        return jax.numpy.asarray(value)
+    if hasattr(value, "_plait_seen") or isinstance(value, (str, bytes, np.ndarray, jax.Array)) or value is None:
+        return value
+    return jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x) if type(x) in _SCALARS else x, value,
+                                  is_leaf=lambda x: hasattr(x, "_plait_seen"))
+
+
+def _static_error(obj: Object, name: str, value: Any, found: list, explicit: bool) -> Exception:
+    from .errors import GraphError
+
+    kinds = ", ".join(sorted({type(x).__name__ for x in found}))
+    what = f"a {kinds}" if found[0] is value else f"a {type(value).__name__} holding data ({kinds})"
+    why = "was given to nnx.static(...)" if explicit else "was assigned to this attribute, marked static (nnx.static)"
+    return GraphError(
+        f"`{type(obj).__name__}.{name}`: {what} {why}. "
+        "Static attributes are structure (part of the GraphDef, compared by value, never traced), so they "
+        "cannot hold arrays, Variables or modules.\n"
+        f"If it is state, write self.{name} = nnx.data(...) (or just self.{name} = ..., unmarked: arrays, "
+        f"Variables and modules are state by default); if it is configuration, keep the arrays out of it."
+    )
+
+
+def _set_mark(obj: Object, name: str, is_static: bool | None) -> None:
+    """Record ``name``'s explicit mark (None: forget it) where it differs from the class's."""
+    marks = tuple(m for m in obj.__dict__.get(MARKS_ATTR, ()) if m[0] != name)
+    if is_static is not None and type(obj)._plait_class_marks.get(name) != is_static:
+        marks = (*marks, (name, is_static))
+    if marks:
+        object.__setattr__(obj, MARKS_ATTR, marks)
+    elif MARKS_ATTR in obj.__dict__:
+        object.__delattr__(obj, MARKS_ATTR)
+
+
+def apply_mark(obj: Object, name: str, value: Any) -> Any:
+    """What assigning ``value`` to ``obj.name`` stores, honouring ``nnx.data``/``nnx.static``
+    (a marker value, or the attribute's earlier or class-level mark)."""
+    explicit = type(value) is _dataclasses.Field and MARK in value.metadata
+    if explicit:
+        is_static, value = value.metadata[MARK], value.metadata[MARK_VALUE]
+        if value is _dataclasses.MISSING:
+            from .errors import GraphError
+
+            raise GraphError(
+                f"`{type(obj).__name__}.{name}` was assigned nnx.{'static' if is_static else 'data'}() without a "
+                "value: with keywords only (default=..., ...) it declares a field of an nnx.dataclass.\n"
+                f"Assign a value: self.{name} = nnx.{'static' if is_static else 'data'}(value)"
+            )
+    else:
+        is_static = mark_of(obj, name)
+        if is_static is None:
+            return value
+    if is_static:
+        found = data_leaves(value)
+        if found:
+            raise _static_error(obj, name, value, found, explicit)
+    else:
+        value = as_data(value)
+    if explicit:
+        _set_mark(obj, name, is_static)
+    return value
+
+
+def _class_marks(cls: type) -> dict:
+    """Marks declared on the class (``x: int = nnx.static()`` fields), over its bases' marks."""
+    marks: dict = {}
+    for base in reversed(cls.__mro__[1:]):
+        marks.update(getattr(base, "_plait_class_marks", {}))
+    for name, value in list(vars(cls).items()):
+        if type(value) is _dataclasses.Field and MARK in value.metadata:
+            marks[name] = value.metadata[MARK]
+    return marks
+
+
 _IMMUTABLE = (tuple, str, bytes, frozenset, type(None))
 _MUTABLE = (_abc.MutableMapping, _abc.MutableSequence, _abc.MutableSet)
 
@@ -185,6 +300,7 @@ class Object:
     """
 
     __slots__ = ("_plait_seen", "_plait_trace", "__dict__", "__weakref__")
+    _plait_class_marks: dict = {}
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Object:
         obj = object.__new__(cls)
@@ -192,8 +308,19 @@ class Object:
         object.__setattr__(obj, "_plait_trace", trace_state())
         return obj
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, pytree: bool | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if pytree:
+            from .errors import GraphError
+
+            raise GraphError(
+                f"class {cls.__name__}(..., pytree=True): plait objects are never JAX pytrees; they are graph "
+                "nodes (shared references are kept and state is written back), which raw jax.jit/jax.tree "
+                "functions could not do.\n"
+                f"Leave pytree out (or pass pytree=False), use nnx.jit/nnx.vmap/... on {cls.__name__} objects, "
+                "and nnx.split/nnx.state to get a pytree of their state."
+            )
+        cls._plait_class_marks = _class_marks(cls)
         _refuse_as_pytree(cls)
 
     def _check_trace(self, name: str) -> None:
@@ -204,6 +331,9 @@ class Object:
         self._check_trace(name)
         if self._plait_seen:
             structure_changed()
+        if (type(value) is _dataclasses.Field or MARKS_ATTR in self.__dict__
+                or name in type(self)._plait_class_marks):
+            value = apply_mark(self, name, value)
         object.__setattr__(self, name, track(value))
 
     def __delattr__(self, name: str) -> None:
@@ -211,6 +341,9 @@ class Object:
         if self._plait_seen:
             structure_changed()
         object.__delattr__(self, name)
+        marks = self.__dict__.get(MARKS_ATTR)
+        if marks and name != MARKS_ATTR:
+            _set_mark(self, name, None)
 
     def __repr__(self) -> str:
         return repr_hook(self)
