@@ -34,6 +34,8 @@ def _repr(value: Any, indent: str, seen: dict[int, str], path: str) -> str:
         inner = indent + "  "
         lines = [f"{type(value).__name__}("]
         for name, attr in value.__dict__.items():
+            if name == "_plait_marks":  # nnx.data / nnx.static bookkeeping, not an attribute to show
+                continue
             sub = f"{path}.{name}" if path else name
             lines.append(f"{inner}{name}={_repr(attr, inner, seen, sub)},")
         lines.append(f"{indent})")

@@ -18,6 +18,7 @@ import jax
 
 from ..encoding import flatten, unflatten
 from ..errors import StateError, TransformError
+from ..mode import check_graph_mode
 from .lift import Call, Store, arg_names, check_callable
 from .refs import first_difference
 
@@ -54,7 +55,8 @@ def _same_structure(call: Call, facts: list[Store], transform: str) -> Any:
     return first
 
 
-def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any) -> Any:
+def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any, graph: bool | None = None,
+         graph_updates: bool | None = None) -> Any:
     """``true_fun(*operands)`` if ``pred`` else ``false_fun(*operands)``, modules allowed.
 
     Example:
@@ -64,10 +66,12 @@ def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any) -> 
         >>> nnx.cond(True, bump, lambda v: None, counter); float(counter.value)
         1.0
     """
+    check_graph_mode("nnx.cond", graph, graph_updates)
     return switch(jax.numpy.where(pred, 1, 0), (false_fun, true_fun), *operands, transform="cond")
 
 
-def switch(index: Any, branches: Sequence[Callable], *operands: Any, transform: str = "switch") -> Any:
+def switch(index: Any, branches: Sequence[Callable], *operands: Any, transform: str = "switch",
+           graph: bool | None = None, graph_updates: bool | None = None) -> Any:
     """``branches[index](*operands)``, modules allowed; the index is clamped like ``lax.switch``.
 
     Example:
@@ -78,6 +82,7 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any, transform: 
         >>> nnx.switch(1, [double, negate], v); float(v.value)
         -1.0
     """
+    check_graph_mode(f"nnx.{transform}", graph, graph_updates)
     call = Call(branches[0], transform, operands, {})
     fns, facts = _branches(call, list(branches), transform)
     try:
@@ -127,7 +132,8 @@ def _loop_value(call: Call, transform: str) -> Any:
     return step
 
 
-def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
+def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any, *, graph: bool | None = None,
+               graph_updates: bool | None = None) -> Any:
     """``while cond_fun(val): val = body_fun(val)``; ``val`` may hold modules, updated in place.
 
     Example:
@@ -140,6 +146,7 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
         >>> out is v, float(v.value)
         (True, 16.0)
     """
+    check_graph_mode("nnx.while_loop", graph, graph_updates)
     check_callable(cond_fun, "while_loop")
     check_callable(body_fun, "while_loop")
     call = Call(body_fun, "while_loop", (init_val,), {}, scalars=True)
@@ -158,7 +165,8 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     return _finish(call, final)
 
 
-def fori_loop(lower: int, upper: int, body_fun: Callable, init_val: Any, *, unroll: int | bool | None = None) -> Any:
+def fori_loop(lower: int, upper: int, body_fun: Callable, init_val: Any, *, unroll: int | bool | None = None,
+              graph: bool | None = None, graph_updates: bool | None = None) -> Any:
     """``for i in range(lower, upper): val = body_fun(i, val)``; ``val`` may hold modules.
 
     Example:
@@ -170,6 +178,7 @@ def fori_loop(lower: int, upper: int, body_fun: Callable, init_val: Any, *, unro
         >>> _ = nnx.fori_loop(0, 4, add, v); float(v.value)
         6.0
     """
+    check_graph_mode("nnx.fori_loop", graph, graph_updates)
     check_callable(body_fun, "fori_loop")
     call = Call(body_fun, "fori_loop", (init_val,), {}, names=arg_names(body_fun)[1:], scalars=True)
     step = _loop_value(call, "fori_loop")

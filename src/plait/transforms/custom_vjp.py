@@ -23,6 +23,7 @@ import jax
 
 from ..encoding import flatten, is_graph_node, unflatten
 from ..errors import TransformError
+from ..mode import check_graph_mode
 from ..state import State
 from ..variables import Variable
 from .lift import Call, Store, check_callable
@@ -53,12 +54,15 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp
         (2.0, 0.0)
     """
 
-    def __new__(cls, fun: Callable | None = None, nondiff_argnums: Sequence[int] = ()) -> Any:
+    def __new__(cls, fun: Callable | None = None, nondiff_argnums: Sequence[int] = (), graph: bool | None = None,
+                graph_updates: bool | None = None) -> Any:
+        check_graph_mode("nnx.custom_vjp", graph, graph_updates)
         if fun is None:  # @nnx.custom_vjp(nondiff_argnums=(1,))
             return functools.partial(cls, nondiff_argnums=nondiff_argnums)
         return super().__new__(cls)
 
-    def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = ()) -> None:
+    def __init__(self, fun: Callable, nondiff_argnums: Sequence[int] = (), graph: bool | None = None,
+                 graph_updates: bool | None = None) -> None:
         check_callable(fun, "custom_vjp")
         for i in nondiff_argnums:
             if type(i) is not int:

@@ -10,12 +10,14 @@ import jax
 
 from ..encoding import GraphDef, unflatten
 from ..graph import merge, split
+from ..mode import check_graph_mode
 from .lift import Call, Store, check_callable
 
 __all__ = ["eval_shape", "call", "cached_partial"]
 
 
-def eval_shape(f: Callable, *args: Any, **kwargs: Any) -> Any:
+def eval_shape(f: Callable, *args: Any, graph: bool | None = None, graph_updates: bool | None = None,
+               **kwargs: Any) -> Any:
     """Run ``f`` abstractly: the result has ``jax.ShapeDtypeStruct`` where arrays would be.
 
     Nothing runs, so nothing is written back; the result (modules included) is new and
@@ -27,6 +29,7 @@ def eval_shape(f: Callable, *args: Any, **kwargs: Any) -> Any:
         >>> abstract.kernel.value
         ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
     """
+    check_graph_mode("nnx.eval_shape", graph, graph_updates)
     check_callable(f, "eval_shape")
     lifted = Call(f, "eval_shape", args, kwargs)
     facts = Store()  # the output structure
@@ -85,7 +88,8 @@ def call(graphdef_state: tuple[GraphDef, Any]) -> Any:
     return _Caller(graphdef, state)
 
 
-def cached_partial(f: Callable, *cached_args: Any) -> Callable:
+def cached_partial(f: Callable, *cached_args: Any, graph: bool | None = None,
+                   graph_updates: bool | None = None) -> Callable:
     """``f`` with its first arguments fixed; for code written against the reference system.
 
     plait's ``jit`` already caches the structure of the modules it is called with, so a
@@ -98,5 +102,6 @@ def cached_partial(f: Callable, *cached_args: Any) -> Callable:
         >>> forward(jnp.ones((1, 2))).shape
         (1, 2)
     """
+    check_graph_mode("nnx.cached_partial", graph, graph_updates)
     check_callable(f, "cached_partial")
     return functools.partial(f, *cached_args)

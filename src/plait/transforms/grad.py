@@ -18,6 +18,7 @@ import jax
 from ..encoding import VAR, _Builder, flatten, is_graph_node
 from ..errors import TransformError
 from ..filters import to_predicate
+from ..mode import check_graph_mode
 from ..state import State
 from ..variables import Param, Variable
 from .axes import DiffState
@@ -35,6 +36,8 @@ def grad(
     has_aux: bool = False,
     holomorphic: bool = False,
     allow_int: bool = False,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
 ) -> Callable:
     """The gradient of ``f`` with respect to ``argnums`` (a module's Params by default).
 
@@ -45,6 +48,7 @@ def grad(
         >>> grads.kernel.value.tolist(), type(grads).__name__
         ([[3.0], [3.0]], 'State')
     """
+    check_graph_mode("nnx.grad", graph, graph_updates)
     return _make(f, argnums, has_aux, holomorphic, allow_int, with_value=False)
 
 
@@ -55,6 +59,8 @@ def value_and_grad(
     has_aux: bool = False,
     holomorphic: bool = False,
     allow_int: bool = False,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
 ) -> Callable:
     """Like :func:`grad`, returning ``(value, grads)`` (``((value, aux), grads)`` with ``has_aux``).
 
@@ -65,6 +71,7 @@ def value_and_grad(
         >>> grads.bias.value.shape
         (1,)
     """
+    check_graph_mode("nnx.value_and_grad", graph, graph_updates)
     return _make(f, argnums, has_aux, holomorphic, allow_int, with_value=True)
 
 
@@ -222,7 +229,8 @@ def _write_back(call: Call, facts: Store, emitted: list) -> Any:
     return call.finish(col, emit, emitted)
 
 
-def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
+def vjp(f: Callable, *primals: Any, has_aux: bool = False, graph: bool | None = None,
+        graph_updates: bool | None = None) -> tuple:
     """``(output, vjp_fn)`` (``(output, vjp_fn, aux)`` with ``has_aux``), modules allowed.
 
     ``vjp_fn(cotangent)`` returns one gradient per primal: a State of the Params for a
@@ -236,6 +244,7 @@ def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
         >>> g_model.kernel.value.tolist(), g_x.shape
         ([[1.0], [1.0]], (1, 2))
     """
+    check_graph_mode("nnx.vjp", graph, graph_updates)
     check_callable(f, "vjp")
     call = Call(f, "vjp", primals, {})
     specs = [(i, None) for i in range(len(primals))]
@@ -254,7 +263,8 @@ def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
 
-def jvp(f: Callable, primals: tuple, tangents: tuple, *, has_aux: bool = False) -> tuple:
+def jvp(f: Callable, primals: tuple, tangents: tuple, *, has_aux: bool = False, graph: bool | None = None,
+        graph_updates: bool | None = None) -> tuple:
     """``(output, output_tangent)`` (and ``aux``), modules allowed among the primals.
 
     A module's tangent is a State with the paths of its Params (missing paths count as
@@ -268,6 +278,7 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, *, has_aux: bool = False) 
         >>> bool(jnp.allclose(t, model.kernel.value.sum()))
         True
     """
+    check_graph_mode("nnx.jvp", graph, graph_updates)
     check_callable(f, "jvp")
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):

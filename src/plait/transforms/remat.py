@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 
+from ..mode import check_graph_mode
 from .lift import Call, Store, check_callable
 
 __all__ = ["remat", "checkpoint"]
@@ -24,6 +25,8 @@ def remat(
     prevent_cse: bool = True,
     static_argnums: int | tuple[int, ...] = (),
     policy: Callable | None = None,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
 ) -> Callable:
     """Save memory in ``grad``: don't store ``f``'s intermediates, recompute them.
 
@@ -37,6 +40,7 @@ def remat(
         >>> nnx.grad(loss)(model, jnp.ones((1, 2))).kernel.value.shape
         (2, 2)
     """
+    check_graph_mode("nnx.remat", graph, graph_updates)
     if f is _MISSING:
         return functools.partial(remat, prevent_cse=prevent_cse, static_argnums=static_argnums, policy=policy)
     check_callable(f, "remat")
