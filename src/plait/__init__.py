@@ -34,7 +34,19 @@ from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
-from .state import State
+from .state import (
+    FlatState,
+    State,
+    filter_state,
+    from_flat_state,
+    map_state,
+    merge_state,
+    replace_by_pure_dict,
+    restore_int_paths,
+    split_state,
+    to_flat_state,
+    to_pure_dict,
+)
 from .summary import tabulate
 from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
@@ -87,6 +99,8 @@ __all__ = [
     "All", "Any", "Everything", "Not", "Nothing", "OfType", "PathContains", "WithTag", "filterlib", "filters",
     # graph functions
     "GraphDef", "clone", "graphdef", "iter_graph", "merge", "pop", "split", "state", "update",
+    "FlatState", "filter_state", "from_flat_state", "map_state", "merge_state", "replace_by_pure_dict",
+    "restore_int_paths", "split_state", "to_flat_state", "to_pure_dict",
     # randomness
     "RngStream", "Rngs", "SplitBackups", "fork", "fork_rngs", "reseed", "restore_rngs", "split_rngs", "with_rngs",
     # training, display, checkpoints
