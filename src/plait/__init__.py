@@ -27,9 +27,26 @@ from .errors import (
     VariableError,
 )
 from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
-from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
+from .graph import (
+    GraphDef,
+    GraphState,
+    PureState,
+    clone,
+    find_duplicates,
+    graphdef,
+    iter_children,
+    iter_graph,
+    merge,
+    pop,
+    recursive_map,
+    split,
+    state,
+    update,
+)
+from .graph import flatten as flatten  # the reference's nnx.flatten: (graphdef, flat_state)
+from .graph import unflatten as unflatten
 from .metrics import Metric, MultiMetric
-from .module import Module, iter_modules
+from .module import Module, iter_module_children, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
@@ -99,6 +116,8 @@ __all__ = [
     "All", "Any", "Everything", "Not", "Nothing", "OfType", "PathContains", "WithTag", "filterlib", "filters",
     # graph functions
     "GraphDef", "clone", "graphdef", "iter_graph", "merge", "pop", "split", "state", "update",
+    "GraphState", "PureState", "find_duplicates", "flatten", "iter_children", "iter_module_children", "recursive_map",
+    "unflatten",
     "FlatState", "filter_state", "from_flat_state", "map_state", "merge_state", "replace_by_pure_dict",
     "restore_int_paths", "split_state", "to_flat_state", "to_pure_dict",
     # randomness
