@@ -426,7 +426,7 @@ def pop(node: Any, *filters: Filter) -> Any:
         raise GraphError("pop needs at least one filter, e.g. nnx.pop(model, nnx.Intermediate)")
     found = state(node, *filters)
     found_states = found if isinstance(found, tuple) else (found,)
-    flat = flatten_cached((node,))
+    flat = _flat(node, "pop")
     gd = flat.graphdef
     index = gd.path_index()
     doomed = set()
