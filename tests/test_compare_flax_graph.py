@@ -208,3 +208,14 @@ def test_graphdef_apply_gives_the_same_output_and_state():
     fy, (_, fst2) = fgd.apply(fst)(x)
     np.testing.assert_allclose(y, fy, rtol=1e-5, atol=1e-6)
     _assert_same_flat(nnx.to_flat_state(st2), fnnx.to_flat_state(fst2))
+
+
+def test_to_tree_from_tree_keep_sharing_and_values_alike():
+    p, f = _models()
+    tree = nnx.to_tree({"a": p.linear, "b": p.linear, "x": 1})
+    ftree = fnnx.to_tree({"a": f.linear, "b": f.linear, "x": 1})
+    _assert_same_flat(nnx.to_flat_state(tree["a"].state), fnnx.to_flat_state(ftree["a"].state))
+    assert len(tree["b"].state) == len(ftree["b"].state) == 0
+    back, fback = nnx.from_tree(tree), fnnx.from_tree(ftree)
+    assert (back["a"] is back["b"]) and (fback["a"] is fback["b"]) and back["x"] == fback["x"] == 1
+    assert back["a"] is not p.linear and fback["a"] is not f.linear

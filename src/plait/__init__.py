@@ -67,6 +67,7 @@ from .state import (
 from .summary import tabulate
 from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
+from .tree import NodeStates, from_tree, to_tree
 from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
 from .variables import (
     PARTITION_NAME,
@@ -117,7 +118,7 @@ __all__ = [
     # graph functions
     "GraphDef", "clone", "graphdef", "iter_graph", "merge", "pop", "split", "state", "update",
     "GraphState", "PureState", "find_duplicates", "flatten", "iter_children", "iter_module_children", "recursive_map",
-    "unflatten",
+    "unflatten", "NodeStates", "from_tree", "to_tree",
     "FlatState", "filter_state", "from_flat_state", "map_state", "merge_state", "replace_by_pure_dict",
     "restore_int_paths", "split_state", "to_flat_state", "to_pure_dict",
     # randomness
