@@ -20,18 +20,20 @@ from typing import Any
 
 import jax
 
+from . import filterlib  # noqa: F401  (nnx.graph.filterlib, as in the reference)
 from .encoding import OBJ, VAR, Flat, GraphDef, flatten_cached, is_graph_node, write_leaves
 from .encoding import flatten as encode
 from .encoding import unflatten as decode
 from .errors import FilterError, GraphError
 from .filters import Filter, _Predicate, filters_to_predicates
 from .object import Object, closed_over_error, trace_state
-from .state import FlatState, Key, Origin, PathParts, State, build, partition, skeleton
+from .state import FlatState, Key, Origin, PathParts, State, build, map_state, partition, skeleton
 from .variables import Variable, describe
 
 __all__ = ["GraphDef", "split", "merge", "update", "state", "graphdef", "clone", "pop", "iter_graph", "is_graph_node",
            "flatten", "unflatten", "iter_children", "recursive_map", "find_duplicates",
-           "Key", "PathParts", "GraphState", "GraphFlatState", "PureState", "FlatState", "State", "Variable"]
+           "Key", "PathParts", "GraphState", "GraphFlatState", "PureState", "FlatState", "State", "Variable", "map_state",
+           "filterlib"]
 
 # The reference's type names: a graph's State, its flat form, and a (GraphDef, State) pair.
 GraphState = State
