@@ -236,10 +236,10 @@ def test_split_without_filters_returns_one_state():
 
 
 def test_graph_functions_reject_non_nodes_with_graph_error():
-    layers = [nnx.Linear(1, 1, rngs=nnx.Rngs(0))]
-    for fn in (nnx.state, nnx.split, nnx.graphdef):
-        with pytest.raises(nnx.GraphError, match="module"):
-            fn(layers)
+    for bad in (3, jnp.ones(2), "text"):
+        for fn in (nnx.state, nnx.split, nnx.graphdef, nnx.clone, nnx.find_duplicates):
+            with pytest.raises(nnx.GraphError, match="module"):
+                fn(bad)
 
 
 # -- merge errors ---------------------------------------------------------------------------------
@@ -780,3 +780,164 @@ def test_repr_shows_a_shared_variable_once():
 
 def test_graphdef_repr_names_object_types():
     assert "Linear" in repr(nnx.graphdef(Block(nnx.Rngs(0))))
+
+
+# -- lists, tuples, dicts and bare Variables (as the reference accepts them) --------------------
+def _lin(seed: int, din: int = 1, dout: int = 2) -> nnx.Linear:
+    return nnx.Linear(din, dout, rngs=nnx.Rngs(seed))
+
+
+def test_split_merge_a_list_of_modules_keeps_sharing():
+    m1, m2 = _lin(0), _lin(1, 2, 1)
+    gd, st = nnx.split([m1, m2, m1])
+    assert sorted(st) == [0, 1] and sorted(st[0]) == ["bias", "kernel"]
+    back = nnx.merge(gd, st)
+    assert type(back) is list and len(back) == 3 and back[0] is back[2] and back[0] is not m1
+    np.testing.assert_array_equal(back[1].kernel.value, m2.kernel.value)
+    assert nnx.graphdef([m1, m2, m1]) == gd
+
+
+def test_state_of_tuple_and_dict_and_update_writes_into_the_modules():
+    m1, m2 = _lin(0), _lin(1)
+    st = nnx.state({"a": m1, "b": (m2,)}, nnx.Param)
+    assert ("b", 0, "kernel") in dict(st.flat_state())
+    zeros = jax.tree.map(jnp.zeros_like, st)
+    nnx.update({"a": m1, "b": (m2,)}, zeros)
+    assert float(jnp.abs(m1.kernel.value).sum()) == 0.0 and float(jnp.abs(m2.bias.value).sum()) == 0.0
+    gd, st2 = nnx.split((m1, m2))
+    assert type(nnx.merge(gd, st2)) is tuple
+
+
+def test_a_plain_list_edit_is_seen_by_the_next_split():
+    layers = [_lin(0)]
+    nnx.split(layers)
+    layers.append(_lin(1))  # a plain list reports no edits: it must not be served from a cache
+    gd, st = nnx.split(layers)
+    assert sorted(st) == [0, 1] and len(nnx.merge(gd, st)) == 2
+
+
+def test_bare_variable_split_state_merge_update_clone():
+    p = nnx.Param(jnp.ones(2))
+    gd, st = nnx.split(p)
+    assert type(st) is nnx.Param and st is not p
+    np.testing.assert_array_equal(st.value, p.value)
+    assert type(nnx.state(p)) is nnx.Param
+    back = nnx.merge(gd, st)
+    assert type(back) is nnx.Param and back is not p
+    nnx.update(p, nnx.Param(jnp.full(2, 3.0)))
+    np.testing.assert_array_equal(p.value, [3.0, 3.0])
+    c = nnx.clone(p)
+    assert type(c) is nnx.Param and c is not p
+    _, params, rest = nnx.split(p, nnx.BatchStat, ...)
+    assert params == {} and type(rest) is nnx.Param
+    with pytest.raises(nnx.FilterError, match="no filter selects"):
+        nnx.split(p, nnx.BatchStat)
+    with pytest.raises(nnx.GraphError, match="shape"):
+        nnx.update(p, nnx.Param(jnp.ones(3)))
+
+
+def test_a_list_holding_a_variable_and_a_module():
+    m, p = _lin(0), nnx.Param(jnp.ones(2))
+    st = nnx.state({"m": m, "p": p})
+    assert type(st["p"]) is nnx.Param and sorted(st["m"]) == ["bias", "kernel"]
+    c = nnx.clone([m, p])
+    assert type(c) is list and c[0] is not m and c[1] is not p
+
+
+# -- clone ----------------------------------------------------------------------------------------
+def test_clone_shares_arrays_unless_asked_and_can_share_variables():
+    m = Block(nnx.Rngs(0))
+    c = nnx.clone(m)
+    assert c.linear.kernel is not m.linear.kernel and c.linear.kernel.value is m.linear.kernel.value
+    deep = nnx.clone(m, arrays=True)
+    assert deep.linear.kernel.value is not m.linear.kernel.value
+    np.testing.assert_array_equal(deep.linear.kernel.value, m.linear.kernel.value)
+    shallow = nnx.clone(m, variables=False)
+    assert shallow is not m and shallow.linear is not m.linear and shallow.linear.kernel is m.linear.kernel
+    with pytest.raises(nnx.GraphError, match="arrays=True"):
+        nnx.clone(m, False, arrays=True)
+
+
+# -- flatten / unflatten --------------------------------------------------------------------------
+def test_flatten_gives_sorted_flat_state_and_unflatten_inverts_it():
+    m = Block(nnx.Rngs(0))
+    gd, flat = nnx.flatten(m)
+    assert isinstance(flat, nnx.FlatState)
+    assert list(flat.paths) == sorted(flat.paths, key=lambda p: tuple((type(k).__name__, k) for k in p))
+    assert all(isinstance(v, nnx.Variable) for v in flat.leaves)
+    back = nnx.unflatten(gd, flat)
+    assert type(back) is Block and back is not m
+    assert nnx.state(back) == nnx.state(m)
+    gd2, leaves = nnx.flatten(m, with_paths=False)
+    assert gd2 == gd and all(isinstance(x, jax.Array) for x in leaves)
+    assert nnx.state(nnx.unflatten(gd2, leaves)) == nnx.state(m)
+    with pytest.raises(nnx.GraphError, match="leaves"):
+        nnx.unflatten(gd2, leaves[:-1])
+
+
+# -- iter_children / iter_module_children / recursive_map / find_duplicates -----------------------
+def test_iter_children_yields_direct_nodes_only():
+    m = Block(nnx.Rngs(0))
+    kids = dict(nnx.iter_children(m))
+    assert kids["linear"] is m.linear and kids["stats"] is m.stats
+    assert "kernel" not in kids  # not recursive
+    assert dict(nnx.iter_module_children(m)) == {"linear": m.linear, "dropout": m.dropout} | (
+        {k: v for k, v in kids.items() if isinstance(v, nnx.Module) and k not in ("linear", "dropout")})
+    assert all(isinstance(v, nnx.Module) for _, v in m.iter_children())
+
+
+def test_recursive_map_maps_children_first_and_leaves_the_input_alone():
+    m = Block(nnx.Rngs(0))
+    seen = []
+
+    def f(path, v):
+        seen.append(path)
+        if isinstance(v, nnx.Param):
+            return nnx.Param(v.value * 0)
+        return v
+
+    out = nnx.recursive_map(f, m)
+    assert seen[-1] == () and seen.index(("linear", "kernel")) < seen.index(("linear",))
+    assert float(jnp.abs(out.linear.kernel.value).sum()) == 0.0
+    assert float(jnp.abs(m.linear.kernel.value).sum()) > 0.0 and out is not m
+    assert out.stats is m.stats  # Variables not replaced are shared, as in the reference
+
+
+def test_recursive_map_maps_a_shared_module_once():
+    shared = _lin(0)
+    calls = []
+    out = nnx.recursive_map(lambda p, v: calls.append(p) or v if isinstance(v, nnx.Linear) else v, [shared, shared])
+    assert len(calls) == 1 and out[0] is out[1]
+
+
+def test_find_duplicates_lists_shared_modules_and_variables():
+    class Shared(nnx.Module):
+        def __init__(self):
+            self.a = _lin(0)
+            self.b = self.a
+            self.w = nnx.Param(jnp.ones(1))
+            self.v = self.w
+
+    m = Shared()
+    dups = nnx.find_duplicates(m)
+    assert sorted(map(sorted, dups)) == [[("a",), ("b",)], [("v",), ("w",)]]
+    assert nnx.find_duplicates(m, only=nnx.Param) == [[("w",), ("v",)]]
+    assert nnx.find_duplicates(_lin(0)) == []
+
+
+# -- GraphDef.apply ---------------------------------------------------------------------------------
+def test_graphdef_apply_returns_output_and_new_state_without_touching_inputs():
+    bn = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+    gd, st = nnx.split(bn)
+    before = st["mean"].value
+    y, (gd2, st2) = gd.apply(st)(jnp.arange(4.0).reshape(2, 2) + 1)
+    assert y.shape == (2, 2) and gd2 == gd
+    assert st["mean"].value is before and float(jnp.abs(st2["mean"].value).sum()) > 0.0
+
+    class Two(nnx.Module):
+        def __init__(self):
+            self.layers = [_lin(0), _lin(1)]
+
+    gd, st = nnx.split(Two())
+    y, _ = gd.apply(st).layers[1](jnp.ones((1, 1)))
+    assert y.shape == (1, 2)

@@ -270,7 +270,7 @@ def test_replace_by_pure_dict_round_trip(model):
 def test_replace_by_pure_dict_partial_and_replace_fn(model):
     state = nnx.state(model, nnx.Param)
     old_kernel = state.linear.kernel.value
-    state.replace_by_pure_dict({"linear": {"bias": jnp.ones(3)}}, replace_fn=lambda var, v: v * 3)
+    state.replace_by_pure_dict({"linear": {"bias": jnp.ones(3)}}, replace_fn=lambda var, v: var.replace(v * 3))  # returns the leaf, as in the reference
     np.testing.assert_array_equal(state.linear.bias.value, np.full(3, 3.0))
     assert state.linear.kernel.value is old_kernel
     with pytest.raises(KeyError, match="bias"):
@@ -343,3 +343,75 @@ def test_repr_shows_each_variable_type_and_shape(model):
 def test_repr_of_raw_arrays():
     text = repr(nnx.State({"w": jnp.zeros((2, 1))}))
     assert "Array(shape=(2, 1), dtype=float32)" in text
+
+
+# -- the reference's State functions ---------------------------------------------------------
+def test_state_equals_a_dict_with_the_same_content():
+    s = nnx.state(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    assert s == {"kernel": s["kernel"], "bias": s["bias"]}
+    assert s != {"kernel": s["kernel"]}
+    assert s != {"kernel": s["kernel"], "bias": nnx.Param(jnp.ones(3))}
+    assert (s == 3) is False
+
+
+def test_to_flat_state_is_sorted_and_round_trips():
+    model = Net(nnx.Rngs(0))
+    flat = nnx.to_flat_state(nnx.state(model))
+    assert list(flat.paths) == sorted(flat.paths, key=lambda p: tuple((type(k).__name__, k) for k in p))
+    assert ("blocks", 0, "kernel") in flat.paths and len(flat) == len(flat.leaves)
+    back = nnx.from_flat_state(flat)
+    assert back == nnx.state(model)
+    assert nnx.from_flat_state(dict(flat)) == back
+    assert isinstance(flat[0:2], nnx.FlatState) and len(flat[0:2]) == 2
+    doubled = jax.tree.map(lambda x: x * 2, nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    assert isinstance(doubled, nnx.FlatState)
+    np.testing.assert_allclose(dict(doubled)[("linear", "kernel")].value, 2 * model.linear.kernel.value)
+
+
+def test_flat_state_split_filter_merge():
+    flat = nnx.to_flat_state(nnx.state(Net(nnx.Rngs(0))))
+    params, rest = flat.split(nnx.Param, ...)
+    assert all(isinstance(v, nnx.Param) for v in params.leaves) and len(params) + len(rest) == len(flat)
+    assert nnx.FlatState.merge(params, rest) == flat
+    assert len(flat.filter(nnx.BatchStat)) == 1
+    with pytest.raises(nnx.FilterError, match="unselected"):
+        flat.split(nnx.Param)
+
+
+def test_pure_dict_round_trip_and_string_keys():
+    model = Net(nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    pure = nnx.to_pure_dict(state)
+    assert isinstance(pure["blocks"][0]["kernel"], jax.Array)
+    zeros = jax.tree.map(jnp.zeros_like, pure)
+    as_saved = {"linear": zeros["linear"], "blocks": {"0": zeros["blocks"][0]}}  # a checkpoint's string index
+    nnx.replace_by_pure_dict(state, as_saved)
+    assert type(state["blocks"][0]["kernel"]) is nnx.Param
+    assert float(jnp.abs(state["blocks"][0]["kernel"].value).sum()) == 0.0
+    assert nnx.restore_int_paths({"blocks": {"0": 1, "x": 2}}) == {"blocks": {0: 1, "x": 2}}
+    with pytest.raises(KeyError, match="nope"):
+        nnx.replace_by_pure_dict(state, {"nope": 1})
+
+
+def test_replace_fn_returns_the_new_leaf_and_extract_fn_reads_it():
+    state = nnx.state(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    nnx.replace_by_pure_dict(state, {"bias": jnp.ones(3)}, lambda leaf, v: nnx.BatchStat(v))
+    assert type(state["bias"]) is nnx.BatchStat
+    assert nnx.to_pure_dict(state, lambda leaf: type(leaf).__name__) == {"kernel": "Param", "bias": "BatchStat"}
+
+
+def test_split_filter_merge_map_state():
+    model = Net(nnx.Rngs(0))
+    state = nnx.state(model)
+    params, stats, rest = nnx.split_state(state, nnx.Param, nnx.BatchStat, ...)
+    assert sorted(stats) == ["stats"] and "dropout" in rest
+    with pytest.raises(nnx.FilterError):
+        nnx.split_state(state, nnx.Param)
+    assert sorted(nnx.filter_state(state, nnx.BatchStat)) == ["stats"]
+    merged = nnx.merge_state(params, stats, rest)
+    assert merged == state
+    assert nnx.merge_state(state) is state
+    nnx.update(model, merged)
+    mapped = nnx.map_state(lambda path, v: v.replace(v.value * 0) if path[-1] == "kernel" else v, params)
+    assert float(jnp.abs(mapped["linear"]["kernel"].value).sum()) == 0.0
+    assert float(jnp.abs(mapped["linear"]["bias"].value - params["linear"]["bias"].value).sum()) == 0.0

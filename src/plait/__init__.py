@@ -27,21 +27,51 @@ from .errors import (
     VariableError,
 )
 from .filters import All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag
-from .graph import GraphDef, clone, graphdef, iter_graph, merge, pop, split, state, update
+from .graph import (
+    GraphDef,
+    GraphState,
+    PureState,
+    clone,
+    find_duplicates,
+    graphdef,
+    iter_children,
+    iter_graph,
+    merge,
+    pop,
+    recursive_map,
+    split,
+    state,
+    update,
+)
+from .graph import flatten as flatten  # the reference's nnx.flatten: (graphdef, flat_state)
+from .graph import unflatten as unflatten
 from .graph_map import as_abstract, as_pure, map, prefix  # noqa: A004  (the reference's nnx.map)
 from .intermediates import capture
 from .metrics import Metric, MultiMetric
 from .mode import set_graph_mode, set_graph_updates
-from .module import Module, iter_modules
+from .module import Module, iter_module_children, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
-from .state import State
+from .state import (
+    FlatState,
+    State,
+    filter_state,
+    from_flat_state,
+    map_state,
+    merge_state,
+    replace_by_pure_dict,
+    restore_int_paths,
+    split_state,
+    to_flat_state,
+    to_pure_dict,
+)
 from .summary import tabulate
 from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
+from .tree import NodeStates, from_tree, to_tree
 from .variable_modes import VarDefaults, var_defaults, vars_as, with_vars
 from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
 from .variables import (
@@ -94,6 +124,10 @@ __all__ = [
     # graph functions
     "GraphDef", "clone", "graphdef", "iter_graph", "merge", "pop", "split", "state", "update",
     "as_abstract", "as_pure", "map", "prefix",
+    "GraphState", "PureState", "find_duplicates", "flatten", "iter_children", "iter_module_children", "recursive_map",
+    "unflatten", "NodeStates", "from_tree", "to_tree",
+    "FlatState", "filter_state", "from_flat_state", "map_state", "merge_state", "replace_by_pure_dict",
+    "restore_int_paths", "split_state", "to_flat_state", "to_pure_dict",
     # randomness
     "RngStream", "Rngs", "SplitBackups", "fork", "fork_rngs", "reseed", "restore_rngs", "split_rngs", "with_rngs",
     # training, display, checkpoints

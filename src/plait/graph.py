@@ -1,5 +1,10 @@
 """Graph functions: ``split``, ``merge``, ``state``, ``update``, ``graphdef``, ``clone``,
-``pop``, ``iter_graph``.
+``pop``, ``iter_graph``, ``flatten``/``unflatten``, ``iter_children``, ``recursive_map``,
+``find_duplicates``.
+
+Each takes a module (or Rngs), a bare Variable, or a plain list, tuple or dict of them, as the
+reference does: ``nnx.split([m1, m2])`` gives a State keyed ``0`` and ``1`` and ``merge`` gives
+the list back.
 
 They all go through the one graph encoding (:mod:`plait.encoding`): ``split``/``state``
 flatten the graph (cached per structure) and copy each Variable into a :class:`~plait.State`;
@@ -10,21 +15,33 @@ an existing graph. States made by ``split``/``state`` remember where their leave
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .encoding import OBJ, Flat, GraphDef, flatten, flatten_cached, is_graph_node, path_text, unflatten, write_leaves
+import jax
+
+from . import filterlib  # noqa: F401  (nnx.graph.filterlib, as in the reference)
+from .encoding import OBJ, VAR, Flat, GraphDef, flatten_cached, is_graph_node, write_leaves
+from .encoding import flatten as encode
+from .encoding import unflatten as decode
 from .errors import FilterError, GraphError
-from .filters import Filter, _Predicate
+from .filters import Filter, _Predicate, filters_to_predicates
 from .object import Object, closed_over_error, trace_state
-from .state import Origin, State, build, partition, skeleton
+from .state import FlatState, Key, Origin, PathParts, State, build, map_state, partition, skeleton
 from .variables import Variable, describe
 
-__all__ = ["GraphDef", "split", "merge", "update", "state", "graphdef", "clone", "pop", "iter_graph", "is_graph_node"]
+__all__ = ["GraphDef", "split", "merge", "update", "state", "graphdef", "clone", "pop", "iter_graph", "is_graph_node",
+           "flatten", "unflatten", "iter_children", "recursive_map", "find_duplicates",
+           "Key", "PathParts", "GraphState", "GraphFlatState", "PureState", "FlatState", "State", "Variable", "map_state",
+           "filterlib"]
+
+# The reference's type names: a graph's State, its flat form, and a (GraphDef, State) pair.
+GraphState = State
+GraphFlatState = FlatState
+PureState = tuple[GraphDef, State]
 
 _MISSING = object()
-_path_text = path_text
-
+_CONTAINERS = (list, tuple, dict)
 
 
 def _path_text(path: tuple) -> str:
@@ -126,16 +143,37 @@ def _origin_leaves(graphdef: GraphDef, states: tuple) -> list | None:
 
 
 def _check_node(node: Any, what: str) -> None:
-    if isinstance(node, Variable):
-        raise GraphError(
-            f"{what} expects a module or Rngs; a {type(node).__name__} on its own has no paths to put in a State.\n"
-            "Use variable.value, variable.copy(), or pass the module that holds it."
-        )
-    if not isinstance(node, Object):
-        raise GraphError(
-            f"{what} expects a module or Rngs, got a {type(node).__name__}.\n"
-            "Pass the module itself, e.g. nnx.state(model)."
-        )
+    """Refuse what is neither a graph node nor a plain list, tuple or dict (of graph nodes)."""
+    if isinstance(node, (Object, Variable, *_CONTAINERS)):
+        return
+    raise GraphError(
+        f"{what} expects a module, Rngs, Variable, or a list, tuple or dict of them; got a {type(node).__name__}.\n"
+        f"Pass the module itself, e.g. nnx.{what}(model)."
+    )
+
+
+def _flat(node: Any, what: str) -> Flat:
+    """The flattening of ``node``: cached for a graph node (its edits are tracked), fresh for a
+    plain list, tuple or dict (whose edits are not)."""
+    _check_node(node, what)
+    if isinstance(node, Object):
+        return flatten_cached((node,))
+    return encode((node,))[0]
+
+
+def _variable_states(var: Variable, filters: tuple, strict: bool) -> list:
+    """The States of a bare Variable: the Variable itself (a copy) has the empty path, so it is
+    given as it is, for the first filter that selects it; an empty State for the others."""
+    copy = var.copy()
+    if not filters:
+        return [copy]
+    predicates = filters_to_predicates(filters)
+    chosen = next((i for i, p in enumerate(predicates) if p((), copy)), None)
+    if chosen is None and strict:
+        names = ", ".join(_filter_name(f) for f in filters)
+        raise FilterError(f"split({names}): no filter selects the {describe('<root>', var)}. "
+                          f"Add `...` as the last filter: nnx.split(variable, {names}, ...)")
+    return [copy if i == chosen else State() for i in range(len(filters))]
 
 
 def split(node: Any, *filters: Filter) -> tuple:
@@ -151,8 +189,9 @@ def split(node: Any, *filters: Filter) -> tuple:
         >>> sorted(rng_state["rngs"]["default"])
         ['count', 'key']
     """
-    _check_node(node, "split")
-    flat = flatten_cached((node,))
+    flat = _flat(node, "split")
+    if isinstance(node, Variable):
+        return (flat.graphdef, *_variable_states(node, filters, strict=True))
     return (flat.graphdef, *_states(flat, filters, strict=True))
 
 
@@ -171,15 +210,23 @@ def state(node: Any, *filters: Filter) -> Any:
         >>> nnx.state(model, nnx.Param).kernel.value.shape
         (2, 3)
     """
-    _check_node(node, "state")
-    states = _states(flatten_cached((node,)), filters)
+    if isinstance(node, Variable):
+        _check_node(node, "state")
+        states = _variable_states(node, filters, strict=False)
+    else:
+        states = _states(_flat(node, "state"), filters)
     return states[0] if len(states) == 1 else tuple(states)
 
 
 def graphdef(node: Any) -> GraphDef:
-    """The GraphDef of a graph (its static structure)."""
-    _check_node(node, "graphdef")
-    return flatten_cached((node,)).graphdef
+    """The GraphDef of a graph (its static structure).
+
+    Example:
+        >>> import plait as nnx
+        >>> nnx.graphdef([nnx.Linear(2, 3, rngs=nnx.Rngs(0))]).num_leaves
+        2
+    """
+    return _flat(node, "graphdef").graphdef
 
 
 def _flat_entries(states: tuple) -> dict:
@@ -206,11 +253,32 @@ def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
     """
     if not isinstance(graphdef, GraphDef):
         raise GraphError(f"merge expects a GraphDef first, got a {type(graphdef).__name__}")
+    if _variable_root(graphdef):
+        roots, _ = decode(graphdef, [_variable_value(graphdef, (state, *states), "merge")])
+        return roots[0]
     leaves = _origin_leaves(graphdef, (state, *states))
     if leaves is None:
         leaves = _leaves_by_path(graphdef, (state, *states))
-    roots, _ = unflatten(graphdef, leaves)
+    roots, _ = decode(graphdef, leaves)
     return roots[0]
+
+
+def _variable_root(graphdef: GraphDef) -> bool:
+    root = graphdef.roots[0]
+    return type(root) is int and graphdef.nodes[root].kind == VAR
+
+
+def _variable_value(graphdef: GraphDef, states: tuple, what: str) -> Any:
+    """The value for a GraphDef that is one bare Variable: from the one Variable (or array)
+    given, with empty States (what other filters gave) ignored."""
+    given = [s for s in states if not (isinstance(s, Mapping) and not s)]
+    if len(given) != 1 or isinstance(given[0], Mapping):
+        raise GraphError(
+            f"{what}: the graph is a single {graphdef.nodes[graphdef.roots[0]].type.__name__}; pass the Variable "
+            f"(or value) that split gave for it: nnx.{what}(graphdef, variable)"
+        )
+    leaf = given[0]
+    return leaf._value if isinstance(leaf, Variable) else leaf
 
 
 def _leaves_by_path(graphdef: GraphDef, states: tuple) -> list:
@@ -247,11 +315,15 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         >>> float(model.kernel.value.sum())
         0.0
     """
-    _check_node(node, "update")
-    if node._plait_trace != trace_state():
+    flat = _flat(node, "update")
+    if isinstance(node, Object) and node._plait_trace != trace_state():
         raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update", node)
-    flat = flatten_cached((node,))
     gd, given = flat.graphdef, (state, *states)
+    if isinstance(node, Variable):
+        value = _variable_value(gd, given, "update")
+        _check_fits(flat, 0, node._value, value)
+        node.value = value  # the public setter: refuses a write from inside another trace
+        return
     origins = [_origin(s, gd) for s in given]
     if not gd.has_raw_leaves and all(o is not None for o in origins):  # leaves by position
         slots = flat.slots
@@ -303,21 +375,38 @@ def _check_fits(flat: Flat, k: int, old: Any, new: Any) -> None:
     )
 
 
-def clone(node: Any) -> Any:
-    """A deep copy of a graph (sharing inside it is preserved; arrays are shared).
+def clone(node: Any, variables: bool = True, *, arrays: bool = False) -> Any:
+    """A deep copy of a graph: new modules and (by default) new Variables, sharing inside it
+    preserved. The arrays are shared with the original unless ``arrays=True``, which copies
+    them too (needed to donate the clone's buffers to ``jit``).
+
+    ``variables=False`` shares the Variables themselves with the original (only the modules and
+    containers are new); it cannot be combined with ``arrays=True``.
 
     Example:
         >>> import plait as nnx
         >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
         >>> copy = nnx.clone(model)
-        >>> copy is model, copy.kernel is model.kernel
-        (False, False)
+        >>> copy is model, copy.kernel is model.kernel, copy.kernel.value is model.kernel.value
+        (False, False, True)
+        >>> nnx.clone(model, arrays=True).kernel.value is model.kernel.value
+        False
     """
+    if arrays and not variables:
+        raise GraphError("clone(arrays=True) copies the arrays into new Variables; it cannot share the Variables "
+                         "(variables=False) too. Use nnx.clone(node, arrays=True).")
+    flat = _flat(node, "clone")
+    leaves = flat.current_leaves()
+    if arrays:
+        leaves = [jax.numpy.array(x, copy=True) if isinstance(x, jax.Array) else x for x in leaves]
+    if variables:
+        roots, _ = decode(flat.graphdef, leaves)
+        return roots[0]
     if isinstance(node, Variable):
-        return node.copy()
-    _check_node(node, "clone")
-    flat = flatten_cached((node,))
-    roots, _ = unflatten(flat.graphdef, flat.current_leaves())
+        return node
+    # Reuse only the Variables: writing each its own value back changes nothing.
+    reuse = [obj if isinstance(obj, Variable) else None for obj in flat.objs]
+    roots, _ = decode(flat.graphdef, leaves, reuse=reuse)
     return roots[0]
 
 
@@ -339,7 +428,7 @@ def pop(node: Any, *filters: Filter) -> Any:
         raise GraphError("pop needs at least one filter, e.g. nnx.pop(model, nnx.Intermediate)")
     found = state(node, *filters)
     found_states = found if isinstance(found, tuple) else (found,)
-    flat = flatten_cached((node,))
+    flat = _flat(node, "pop")
     gd = flat.graphdef
     index = gd.path_index()
     doomed = set()
@@ -391,10 +480,216 @@ def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
         >>> [p for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
         [('kernel',), ('bias',)]
     """
-    flat, leaves = flatten((node,))
+    flat, leaves = encode((node,))
     gd = flat.graphdef
     for kind, i in flat.post:
         if kind == "node":
             yield flat.node_paths[i][1:], flat.objs[i]
         else:
             yield gd.leaf_paths[i][1:], leaves[i]
+
+
+def flatten(node: Any, /, *, with_paths: bool = True) -> tuple[GraphDef, Any]:
+    """A graph as ``(graphdef, flat_state)``: the reference's ``nnx.graph.flatten``.
+
+    ``flat_state`` is a :class:`~plait.state.FlatState` of ``(path, Variable)`` pairs (copies of
+    the graph's Variables) sorted by path; with ``with_paths=False`` it is the list of leaf
+    values in the GraphDef's order, which :func:`unflatten` takes by position.
+
+    Example:
+        >>> import plait as nnx
+        >>> gd, flat = nnx.graph.flatten(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        >>> flat.paths
+        (('bias',), ('kernel',))
+        >>> gd, leaves = nnx.graph.flatten(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), with_paths=False)
+        >>> type(nnx.graph.unflatten(gd, leaves)).__name__
+        'Linear'
+    """
+    flat = _flat(node, "flatten")
+    if not with_paths:
+        return flat.graphdef, flat.current_leaves()
+    if isinstance(node, Variable):
+        return flat.graphdef, FlatState([((), node.copy())], sort=False)
+    st = _states(flat, ())[0]
+    return flat.graphdef, FlatState(st.flat_state(), sort=True)
+
+
+def unflatten(graphdef: GraphDef, state: Any, /) -> Any:
+    """Build a graph from a GraphDef and a State, dict, FlatState, or a list of leaf values in
+    the GraphDef's order (what ``flatten(..., with_paths=False)`` gives).
+
+    Example:
+        >>> import plait as nnx
+        >>> gd, flat = nnx.graph.flatten([nnx.Linear(2, 3, rngs=nnx.Rngs(0))])
+        >>> type(nnx.graph.unflatten(gd, flat)[0]).__name__
+        'Linear'
+    """
+    if not isinstance(graphdef, GraphDef):
+        raise GraphError(f"unflatten expects a GraphDef first, got a {type(graphdef).__name__}")
+    if isinstance(state, FlatState):
+        if _variable_root(graphdef):
+            return merge(graphdef, state.leaves[0])
+        return merge(graphdef, state.to_nested_state())
+    if isinstance(state, list):
+        if len(state) != graphdef.num_leaves:
+            raise GraphError(f"unflatten: the GraphDef has {graphdef.num_leaves} leaves, but {len(state)} were given")
+        roots, _ = decode(graphdef, [x._value if isinstance(x, Variable) else x for x in state])
+        return roots[0]
+    return merge(graphdef, state)
+
+
+def _children(node: Any, what: str) -> Iterator[tuple[Any, Any]]:
+    if isinstance(node, Object):
+        return iter(list(node.__dict__.items()))
+    if isinstance(node, dict):
+        return iter(list(node.items()))
+    if isinstance(node, (list, tuple)):
+        return iter(list(enumerate(node)))
+    raise GraphError(f"{what} expects a module, Rngs, or a list, tuple or dict; got a {type(node).__name__}")
+
+
+def iter_children(node: Any, /) -> Iterator[tuple[Key, Any]]:
+    """Yield ``(key, child)`` for the direct children of ``node`` that are graph nodes (modules,
+    Rngs, Variables), and its list and dict attributes (which the reference makes nodes too).
+    Unlike :func:`iter_graph` it does not recurse.
+
+    Example:
+        >>> import plait as nnx
+        >>> [(k, type(v).__name__) for k, v in nnx.iter_children(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))]
+        [('kernel', 'Param'), ('bias', 'Param')]
+    """
+    for key, value in _children(node, "iter_children"):
+        if is_graph_node(value) or (isinstance(node, Object) and isinstance(value, (list, dict))):
+            yield key, value
+
+
+def recursive_map(f: Callable[[PathParts, Any], Any], node: Any, /) -> Any:
+    """Apply ``f(path, value)`` to every value of a graph, children before their parent, and
+    return the result for the root. It works on a copy (:func:`clone` with the Variables
+    shared): where ``f`` returns a new value, the copy's attribute is set to it. A module or
+    Variable reached by two paths is mapped once.
+
+    Example:
+        >>> import plait as nnx
+        >>> class M(nnx.Module):
+        ...     def __init__(self, rngs):
+        ...         self.a = nnx.Linear(2, 2, rngs=rngs)
+        ...         self.b = nnx.Linear(2, 2, rngs=rngs)
+        >>> wider = lambda path, v: nnx.Linear(2, 5, rngs=nnx.Rngs(1)) if path == ("b",) else v
+        >>> m = nnx.recursive_map(wider, M(nnx.Rngs(0)))
+        >>> m.a.kernel.value.shape, m.b.kernel.value.shape
+        ((2, 2), (2, 5))
+    """
+    _check_node(node, "recursive_map")
+    copy = clone(node, variables=False)
+    done: dict = {}
+    return _map_into(f, copy, (), done, set())
+
+
+def _map_into(f: Callable, value: Any, path: tuple, done: dict, active: set) -> Any:
+    key = id(value)
+    identity = is_graph_node(value)
+    if identity and key in done:
+        return done[key]
+    if key in active:
+        raise GraphError(f"recursive_map: a cycle at `{_path_text(path)}` ({type(value).__name__}); "
+                         "recursive_map needs a graph without cycles")
+    if isinstance(value, (Object, *_CONTAINERS)) and not isinstance(value, Variable):
+        active.add(key)
+        changed = {}
+        for k, child in _children(value, "recursive_map"):
+            new = _map_into(f, child, (*path, k), done, active)
+            if new is not child:
+                changed[k] = new
+        active.discard(key)
+        if changed:
+            if isinstance(value, tuple):
+                value = type(value)(*(changed.get(i, c) for i, c in enumerate(value))) if hasattr(value, "_fields") \
+                    else type(value)(changed.get(i, c) for i, c in enumerate(value))
+            else:
+                for k, new in changed.items():
+                    if isinstance(value, Object):
+                        setattr(value, k, new)
+                    else:
+                        value[k] = new
+    out = f(path, value)
+    if identity:
+        done[key] = out
+    return out
+
+
+def find_duplicates(node: Any, /, *, only: Filter = ...) -> list[list[PathParts]]:
+    """The paths of every module or Variable reached by more than one path (shared sub-modules,
+    tied weights), one list per shared object, first path first. ``only`` limits it to what a
+    filter selects.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> class Tied(nnx.Module):
+        ...     def __init__(self):
+        ...         self.a = nnx.Param(jnp.ones(2))
+        ...         self.b = self.a
+        >>> nnx.find_duplicates(Tied())
+        [[('a',), ('b',)]]
+    """
+    _check_node(node, "find_duplicates")
+    flat, _ = encode((node,))
+    gd = flat.graphdef
+    predicate = filters_to_predicates((only,))[0]
+    paths: dict[int, list] = {}
+    for n, path in gd.revisits:
+        if n not in paths:
+            paths[n] = [gd.node_paths[n][1:]]
+        paths[n].append(path[1:])
+    out = []
+    for n, found in paths.items():
+        obj = flat.objs[n]
+        kept = [p for p in found if predicate(p, obj)]
+        if len(kept) > 1:
+            out.append(kept)
+    return out
+
+
+class _ApplyCaller:
+    """What ``graphdef.apply(state)`` returns: attribute and item access pick the method; the
+    call merges, calls it, and returns ``(output, (graphdef, state))`` after the call."""
+
+    __slots__ = ("_graphdef", "_states", "_access")
+
+    def __init__(self, graphdef: GraphDef, states: tuple, access: tuple = ()) -> None:
+        self._graphdef, self._states, self._access = graphdef, states, access
+
+    def __getattr__(self, name: str) -> _ApplyCaller:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _ApplyCaller(self._graphdef, self._states, (*self._access, (True, name)))
+
+    def __getitem__(self, key: Any) -> _ApplyCaller:
+        return _ApplyCaller(self._graphdef, self._states, (*self._access, (False, key)))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, tuple[GraphDef, State]]:
+        node = merge(self._graphdef, *self._states)
+        fn = node
+        for is_attr, key in self._access:
+            fn = getattr(fn, key) if is_attr else fn[key]
+        out = fn(*args, **kwargs)
+        gd, st = split(node)
+        return out, (gd, st)
+
+
+def _apply(self: GraphDef, state: Any, /, *states: Any) -> _ApplyCaller:
+    """Call a method of the graph ``merge(self, state, *states)`` builds, functionally:
+    ``graphdef.apply(state).method(x)`` returns ``(output, (graphdef, state))`` with the state
+    after the call; the inputs are not changed.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> gd, st = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        >>> y, (gd2, st2) = gd.apply(st)(jnp.ones((1, 2)))
+        >>> y.shape, gd2 == gd
+        ((1, 3), True)
+    """
+    return _ApplyCaller(self, (state, *states))
+
+
+GraphDef.apply = _apply  # type: ignore[attr-defined]  # GraphDef lives in the encoding; its methods that use merge live here

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from .errors import StateError
-from .graph import iter_graph
+from .graph import iter_children, iter_graph
 from .object import Object
 from .variable_names import variable_type_from_name
 from .variables import Perturbation, Variable, describe
@@ -47,10 +47,9 @@ class Module(Object):
         return iter_modules(self)
 
     def iter_children(self) -> Iterator[tuple[str, Module]]:
-        """Yield ``(name, module)`` for the direct sub-module attributes."""
-        for name, value in self.__dict__.items():
-            if isinstance(value, Module):
-                yield name, value
+        """Yield ``(name, module)`` for the direct sub-module attributes (the reference's
+        deprecated method; :func:`iter_children` also yields Variables)."""
+        return iter_module_children(self)
 
     def sow(
         self,
@@ -166,6 +165,23 @@ class Module(Object):
         """Evaluation mode: ``deterministic=True`` and ``use_running_average=True`` where present."""
         self.set_attributes(deterministic=True, use_running_average=True, raise_if_not_found=False, **attributes)
         return self
+
+
+def iter_module_children(node: Any, /) -> Iterator[tuple[Any, Module]]:
+    """Yield ``(key, module)`` for the direct children of ``node`` that are Modules.
+
+    Example:
+        >>> import plait as nnx
+        >>> class Block(nnx.Module):
+        ...     def __init__(self, rngs):
+        ...         self.linear = nnx.Linear(2, 2, rngs=rngs)
+        ...         self.norm = nnx.LayerNorm(2, rngs=rngs)
+        >>> [k for k, _ in nnx.iter_module_children(Block(nnx.Rngs(0)))]
+        ['linear', 'norm']
+    """
+    for key, value in iter_children(node):
+        if isinstance(value, Module):
+            yield key, value
 
 
 def iter_modules(node: Any) -> Iterator[tuple[tuple, Module]]:

@@ -53,9 +53,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .encoding import flatten, unflatten
 from .errors import MissingStreamError, RngError
 from .filters import Filter, to_predicate
-from .graph import flatten, iter_graph, unflatten
+from .graph import iter_graph
 from .object import Object
 from .variables import RngCount, RngKey, Variable
 

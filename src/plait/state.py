@@ -9,7 +9,7 @@ are the arrays.
 Example:
     >>> import jax, plait as nnx
     >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
-    >>> params = nnx.state(model, nnx.Param)
+    >>> _, params, _ = nnx.split(model, nnx.Param, ...)
     >>> sorted(params), params.kernel.value.shape
     (['bias', 'kernel'], (2, 3))
     >>> doubled = jax.tree.map(lambda x: 2 * x, params)
@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import jax
@@ -29,8 +29,12 @@ from .filters import Filter, filters_to_predicates
 from .object import structure_changed
 from .variables import Variable
 
-__all__ = ["State", "PathParts", "Origin"]
+__all__ = [
+    "State", "PathParts", "Origin", "FlatState", "Key", "to_flat_state", "from_flat_state", "to_pure_dict",
+    "replace_by_pure_dict", "restore_int_paths", "split_state", "filter_state", "merge_state", "map_state",
+]
 
+Key = Hashable  # one part of a path: an attribute name, a list index or a dict key
 PathParts = tuple  # a path: attribute names, list indices and dict keys from the root
 
 
@@ -119,9 +123,18 @@ class State(MutableMapping):
             raise AttributeError(f"State has no entry {name!r}; its keys are {list(self._mapping)}") from None
 
     def __eq__(self, other: Any) -> bool:
-        """Same paths, same Variable types, equal values."""
-        if not isinstance(other, State):
+        """Same paths, same Variable types, equal values; a plain (nested) dict with the same
+        content compares equal too, as in the reference.
+
+        Example:
+            >>> import plait as nnx
+            >>> nnx.State({"a": {"b": 1}}) == {"a": {"b": 1}}
+            True
+        """
+        if not isinstance(other, Mapping):
             return NotImplemented
+        if not isinstance(other, State):
+            other = State(other)
         mine, theirs = dict(self.flat_state()), dict(other.flat_state())
         if mine.keys() != theirs.keys():
             return False
@@ -149,15 +162,21 @@ class State(MutableMapping):
         items = list(flat.items() if isinstance(flat, Mapping) else flat)
         return build(skeleton([path for path, _ in items]), [leaf for _, leaf in items])
 
-    def to_pure_dict(self) -> dict:
-        """Nested plain dicts of raw values (Variables replaced by their ``.value``)."""
+    def to_pure_dict(self, extract_fn: Callable | None = None) -> dict:
+        """Nested plain dicts of raw values (Variables replaced by their ``.value``, or by
+        ``extract_fn(leaf)`` if given)."""
         return {
-            k: v.to_pure_dict() if isinstance(v, State) else (v._value if isinstance(v, Variable) else v)
+            k: v.to_pure_dict(extract_fn) if isinstance(v, State)
+            else (extract_fn(v) if extract_fn else v._value if isinstance(v, Variable) else v)
             for k, v in self._mapping.items()
         }
 
     def replace_by_pure_dict(self, pure_dict: Mapping, replace_fn: Callable | None = None) -> None:
-        """Put the values of a pure dict (see :meth:`to_pure_dict`) into this State, in place."""
+        """Put the values of a pure dict (see :meth:`to_pure_dict`) into this State, in place.
+
+        ``replace_fn(leaf, value)``, if given, returns the new leaf (as in the reference); by
+        default a Variable gets the value (``leaf.replace(value)``) and a raw leaf is replaced.
+        """
         self._edited()
         for key, value in pure_dict.items():
             if key not in self._mapping and isinstance(key, str) and key.isdigit() and int(key) in self._mapping:
@@ -167,10 +186,12 @@ class State(MutableMapping):
             current = self._mapping[key]
             if isinstance(current, State):
                 current.replace_by_pure_dict(value, replace_fn)
+            elif replace_fn is not None:
+                self._mapping[key] = replace_fn(current, value)
             elif isinstance(current, Variable):
-                self._mapping[key] = current.replace(replace_fn(current, value) if replace_fn else value)
+                self._mapping[key] = current.replace(value)
             else:
-                self._mapping[key] = replace_fn(current, value) if replace_fn else value
+                self._mapping[key] = value
 
     # -- filtering and merging ----------------------------------------------------------------
     def filter(self, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
@@ -329,3 +350,242 @@ def _state_unflatten(keys: tuple, children: Any) -> State:
 
 
 jax.tree_util.register_pytree_with_keys(State, _state_flatten_with_keys, _state_unflatten, _state_flatten)
+
+
+# -- the reference's State functions ------------------------------------------------------------
+def _sorted_items(items: Iterable) -> list:
+    """Entries sorted by path, as the reference orders a flat state; paths that mix key types at
+    one position (an int index beside a str name) sort by type name first instead of failing."""
+    items = list(items)
+    try:
+        return sorted(items, key=lambda item: item[0])
+    except TypeError:
+        return sorted(items, key=lambda item: tuple((type(p).__name__, p) for p in item[0]))
+
+
+class FlatState(Sequence):
+    """A State as a sequence of ``(path, leaf)`` pairs; what :func:`to_flat_state` returns.
+
+    Example:
+        >>> import plait as nnx
+        >>> flat = nnx.to_flat_state(nnx.State({"b": 2, "a": {"x": 1}}))
+        >>> list(flat), flat.paths
+        ([(('a', 'x'), 1), (('b',), 2)], (('a', 'x'), ('b',)))
+        >>> flat.to_nested_state() == {"a": {"x": 1}, "b": 2}
+        True
+    """
+
+    __slots__ = ("_keys", "_values")
+
+    def __init__(self, items: Iterable, /, *, sort: bool) -> None:
+        items = _sorted_items(items) if sort else list(items)
+        self._keys = tuple(path for path, _ in items)
+        self._values = [leaf for _, leaf in items]
+
+    @property
+    def paths(self) -> tuple:
+        return self._keys
+
+    @property
+    def leaves(self) -> list:
+        return self._values
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return FlatState(zip(self._keys[index], self._values[index]), sort=False)
+        return self._keys[index], self._values[index]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator:
+        return iter(zip(self._keys, self._values))
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, FlatState):
+            return NotImplemented
+        return self._keys == other._keys and all(_leaf_equal(a, b) for a, b in zip(self._values, other._values))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "FlatState([" + ", ".join(f"({p!r}, {_leaf_repr(v)})" for p, v in self) + "])"
+
+    def to_nested_state(self) -> State:
+        return from_flat_state(self)
+
+    def filter(self, first: Filter, /, *filters: Filter) -> FlatState | tuple[FlatState, ...]:
+        """The entries each filter selects (first match wins), one FlatState per filter."""
+        entries = list(self)
+        parts = partition(entries, (first, *filters))
+        out = tuple(FlatState([entries[k] for k in p], sort=False) for p in parts[:-1])
+        return out[0] if len(out) == 1 else out
+
+    def split(self, first: Filter, /, *filters: Filter) -> FlatState | tuple[FlatState, ...]:
+        """Like :meth:`filter`, but every entry must be selected by some filter."""
+        entries = list(self)
+        parts = partition(entries, (first, *filters))
+        _check_exhaustive(entries, parts[-1], (first, *filters), "FlatState.split")
+        out = tuple(FlatState([entries[k] for k in p], sort=False) for p in parts[:-1])
+        return out[0] if len(out) == 1 else out
+
+    @staticmethod
+    def merge(flat_state: Iterable, /, *flat_states: Iterable) -> FlatState:
+        """One FlatState with every entry, sorted by path."""
+        if not flat_states and isinstance(flat_state, FlatState):
+            return flat_state
+        return FlatState((e for fs in (flat_state, *flat_states) for e in fs), sort=True)
+
+
+jax.tree_util.register_pytree_node(
+    FlatState,
+    lambda fs: (fs._values, fs._keys),
+    lambda keys, values: FlatState(zip(keys, values), sort=False),
+)
+
+
+def _check_exhaustive(entries: list, rest: list, filters: tuple, where: str) -> None:
+    if rest:
+        from .errors import FilterError
+
+        left = ", ".join(".".join(map(str, entries[k][0])) for k in rest[:8])
+        raise FilterError(
+            f"{where}: filters {filters!r} leave entries unselected: {left}.\n"
+            "Add `...` as the last filter to collect the rest."
+        )
+
+
+def to_flat_state(state: Mapping) -> FlatState:
+    """The ``(path, leaf)`` pairs of a State, sorted by path (as the reference orders them).
+
+    Example:
+        >>> import plait as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> _, state = nnx.split(model)
+        >>> [path for path, _ in nnx.to_flat_state(state)]
+        [('bias',), ('kernel',)]
+    """
+    state = state if isinstance(state, State) else State(state)
+    return FlatState(state.flat_state(), sort=True)
+
+
+def from_flat_state(flat_state: Mapping | Iterable, *, cls: type = State) -> State:
+    """A nested State from ``(path, leaf)`` pairs or a ``{path: leaf}`` dict: the inverse of
+    :func:`to_flat_state`.
+
+    Example:
+        >>> import plait as nnx
+        >>> nnx.from_flat_state({("a", "b"): 1, ("c",): 2}) == {"a": {"b": 1}, "c": 2}
+        True
+    """
+    if cls is not State:
+        raise TypeError(f"from_flat_state builds a plait State; cls={cls.__name__} is not supported")
+    return State.from_flat_state(flat_state)
+
+
+def to_pure_dict(state: Mapping, extract_fn: Callable | None = None) -> dict:
+    """Nested plain dicts of raw values: each Variable replaced by its value (or by
+    ``extract_fn(leaf)``). What checkpoints store.
+
+    Example:
+        >>> import plait as nnx
+        >>> _, state = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        >>> pure = nnx.to_pure_dict(state)
+        >>> sorted(pure), type(pure["bias"]).__name__
+        (['bias', 'kernel'], 'ArrayImpl')
+    """
+    state = state if isinstance(state, State) else State(state)
+    return state.to_pure_dict(extract_fn)
+
+
+def replace_by_pure_dict(state: State, pure_dict: Mapping, replace_fn: Callable | None = None) -> None:
+    """Put the values of a pure dict (see :func:`to_pure_dict`) into ``state``, in place.
+
+    Keys that a checkpoint stored as strings (``"0"``) match the State's int keys.
+    ``replace_fn(leaf, value)`` returns the new leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> _, state = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        >>> nnx.replace_by_pure_dict(state, {"bias": jnp.ones(3)})
+        >>> state["bias"].value.tolist()
+        [1.0, 1.0, 1.0]
+    """
+    if not isinstance(state, State):
+        raise TypeError(f"replace_by_pure_dict expects a State to write into, got a {type(state).__name__}")
+    state.replace_by_pure_dict(pure_dict, replace_fn)
+
+
+def restore_int_paths(pure_dict: Mapping) -> dict:
+    """The pure dict with every key that is a decimal string (a checkpoint's list index) an int.
+
+    Example:
+        >>> import plait as nnx
+        >>> nnx.restore_int_paths({"layers": {"0": {"w": 1}}})
+        {'layers': {0: {'w': 1}}}
+    """
+    def key(k: Any) -> Any:
+        try:
+            return int(k)
+        except (TypeError, ValueError):
+            return k
+
+    return {key(k): restore_int_paths(v) if isinstance(v, Mapping) else v for k, v in pure_dict.items()}
+
+
+def split_state(state: State, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
+    """Split a State by filters (first match wins); every entry must be selected.
+
+    Example:
+        >>> import plait as nnx
+        >>> _, state = nnx.split(nnx.BatchNorm(2, rngs=nnx.Rngs(0)))
+        >>> params, stats = nnx.split_state(state, nnx.Param, nnx.BatchStat)
+        >>> sorted(params), sorted(stats)
+        (['bias', 'scale'], ['mean', 'var'])
+    """
+    state = state if isinstance(state, State) else State(state)
+    return state.split(first, *filters)
+
+
+def filter_state(state: State, first: Filter, /, *filters: Filter) -> State | tuple[State, ...]:
+    """The entries of a State each filter selects (first match wins); entries no filter
+    selects are left out.
+
+    Example:
+        >>> import plait as nnx
+        >>> _, state = nnx.split(nnx.BatchNorm(2, rngs=nnx.Rngs(0)))
+        >>> sorted(nnx.filter_state(state, nnx.BatchStat))
+        ['mean', 'var']
+    """
+    state = state if isinstance(state, State) else State(state)
+    return state.filter(first, *filters)
+
+
+def merge_state(state: Mapping, /, *states: Mapping, cls: type = State) -> State:
+    """One State with the entries of all (later ones win on equal paths): the inverse of
+    :func:`split_state`. One State is returned as it is.
+
+    Example:
+        >>> import plait as nnx
+        >>> model = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+        >>> _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+        >>> nnx.merge_state(params, stats) == nnx.split(model)[1]
+        True
+    """
+    if cls is not State:
+        raise TypeError(f"merge_state builds a plait State; cls={cls.__name__} is not supported")
+    if not states:
+        return state if isinstance(state, State) else State(state)
+    return State.merge(state, *states)
+
+
+def map_state(f: Callable[[tuple, Any], Any], state: State) -> State:
+    """A new State with ``f(path, leaf)`` for each leaf.
+
+    Example:
+        >>> import plait as nnx
+        >>> nnx.map_state(lambda path, x: 10 * x, nnx.State({"b": 2, "a": 1})) == {"a": 10, "b": 20}
+        True
+    """
+    state = state if isinstance(state, State) else State(state)
+    return from_flat_state([(path, f(path, leaf)) for path, leaf in to_flat_state(state)])
