@@ -26,6 +26,7 @@ from .encoding import flatten as encode
 from .encoding import unflatten as decode
 from .errors import FilterError, GraphError
 from .filters import Filter, _Predicate, filters_to_predicates
+from .mode import check_graph_mode
 from .object import Object, closed_over_error, trace_state
 from .state import FlatState, Key, Origin, PathParts, State, build, map_state, partition, skeleton
 from .variables import Variable, describe
@@ -176,7 +177,7 @@ def _variable_states(var: Variable, filters: tuple, strict: bool) -> list:
     return [copy if i == chosen else State() for i in range(len(filters))]
 
 
-def split(node: Any, *filters: Filter) -> tuple:
+def split(node: Any, *filters: Filter, graph: bool | None = None) -> tuple:
     """Split a graph into its GraphDef and one State per filter (all state if none).
 
     Filters are tried in order and the first that matches takes a Variable; with filters,
@@ -189,6 +190,7 @@ def split(node: Any, *filters: Filter) -> tuple:
         >>> sorted(rng_state["rngs"]["default"])
         ['count', 'key']
     """
+    check_graph_mode("nnx.split", graph)
     flat = _flat(node, "split")
     if isinstance(node, Variable):
         return (flat.graphdef, *_variable_states(node, filters, strict=True))
@@ -201,7 +203,7 @@ def _filter_name(f: Any) -> str:
     return "..." if f is Ellipsis else repr(f)
 
 
-def state(node: Any, *filters: Filter) -> Any:
+def state(node: Any, *filters: Filter, graph: bool | None = None) -> Any:
     """The State of a graph: all of it, or one State per filter (first match wins).
 
     Example:
@@ -210,6 +212,7 @@ def state(node: Any, *filters: Filter) -> Any:
         >>> nnx.state(model, nnx.Param).kernel.value.shape
         (2, 3)
     """
+    check_graph_mode("nnx.state", graph)
     if isinstance(node, Variable):
         _check_node(node, "state")
         states = _variable_states(node, filters, strict=False)
@@ -218,7 +221,7 @@ def state(node: Any, *filters: Filter) -> Any:
     return states[0] if len(states) == 1 else tuple(states)
 
 
-def graphdef(node: Any) -> GraphDef:
+def graphdef(node: Any, *, graph: bool | None = None) -> GraphDef:
     """The GraphDef of a graph (its static structure).
 
     Example:
@@ -226,6 +229,7 @@ def graphdef(node: Any) -> GraphDef:
         >>> nnx.graphdef([nnx.Linear(2, 3, rngs=nnx.Rngs(0))]).num_leaves
         2
     """
+    check_graph_mode("nnx.graphdef", graph)
     return _flat(node, "graphdef").graphdef
 
 
@@ -375,7 +379,7 @@ def _check_fits(flat: Flat, k: int, old: Any, new: Any) -> None:
     )
 
 
-def clone(node: Any, variables: bool = True, *, arrays: bool = False) -> Any:
+def clone(node: Any, variables: bool = True, *, arrays: bool = False, graph: bool | None = None) -> Any:
     """A deep copy of a graph: new modules and (by default) new Variables, sharing inside it
     preserved. The arrays are shared with the original unless ``arrays=True``, which copies
     them too (needed to donate the clone's buffers to ``jit``).
@@ -392,6 +396,7 @@ def clone(node: Any, variables: bool = True, *, arrays: bool = False) -> Any:
         >>> nnx.clone(model, arrays=True).kernel.value is model.kernel.value
         False
     """
+    check_graph_mode("nnx.clone", graph)
     if arrays and not variables:
         raise GraphError("clone(arrays=True) copies the arrays into new Variables; it cannot share the Variables "
                          "(variables=False) too. Use nnx.clone(node, arrays=True).")
@@ -468,7 +473,7 @@ def _remove_refs(value: Any, ref: Any, doomed: set, where: Any) -> None:
                 _remove_refs(value[j], r, doomed, j)
 
 
-def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
+def iter_graph(node: Any, *, graph: bool | None = None) -> Iterator[tuple[tuple, Any]]:
     """Yield ``(path, value)`` for every Object, Variable and array, children first.
 
     Each shared object is visited once, at its first path. ``node`` may also be a tuple,
@@ -480,6 +485,7 @@ def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
         >>> [p for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
         [('kernel',), ('bias',)]
     """
+    check_graph_mode("nnx.iter_graph", graph)
     flat, leaves = encode((node,))
     gd = flat.graphdef
     for kind, i in flat.post:
