@@ -343,3 +343,20 @@ def test_mixed_container_through_every_transform(transform):
     assert out is not None
     expected = 0 if transform == "eval_shape" else 1
     assert int(m.rngs.default.count.value) == expected
+
+
+def test_checkify_writes_back_and_reports_the_failed_check():
+    from jax.experimental import checkify
+
+    m = nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+
+    def f(m, x):
+        checkify.check(jnp.all(x > 0), "x must be positive")
+        return m(x)
+
+    err, out = nnx.checkify(f)(m, jnp.ones(4))
+    assert err.get() is None and out.shape == (4,)
+    assert int(m.rngs.default.count.value) == 1
+    err, _ = nnx.checkify(f)(m, -jnp.ones(4))
+    assert "x must be positive" in err.get()
+    raises(nnx.TransformError, lambda: nnx.checkify(f, graph=False), "graph=False")

@@ -1,6 +1,7 @@
 """Lifted JAX transforms: they take modules anywhere in their arguments and write state back."""
 
 from .axes import Carry, DiffState, SameKeys, StateAxes, StateSharding
+from .checkify import checkify
 from .control import cond, fori_loop, switch, while_loop
 from .custom_vjp import custom_vjp
 from .functional import cached_partial, call, eval_shape
@@ -12,6 +13,6 @@ from .shard_map import shard_map
 from .vmap import pmap, vmap
 
 __all__ = [
-    "Carry", "DiffState", "SameKeys", "StateAxes", "StateSharding", "cached_partial", "call", "checkpoint", "cond", "custom_vjp", "eval_shape",
+    "Carry", "DiffState", "SameKeys", "StateAxes", "StateSharding", "cached_partial", "call", "checkify", "checkpoint", "cond", "custom_vjp", "eval_shape",
     "fori_loop", "grad", "jit", "jvp", "pmap", "remat", "scan", "shard_map", "switch", "value_and_grad", "vjp", "vmap", "while_loop",
 ]
