@@ -331,13 +331,16 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     origins = [_origin(s, gd) for s in given]
     if not gd.has_raw_leaves and all(o is not None for o in origins):  # leaves by position
         slots = flat.slots
+        writes = []
         for o in origins:
             for k, e in zip(o.indices, o.entries):
                 value = e._value if isinstance(e, Variable) else e
-                _check_fits(flat, k, slots[k]._value, value)
-        for o in origins:
-            for k, e in zip(o.indices, o.entries):
-                slots[k]._value = e._value if isinstance(e, Variable) else e
+                old = slots[k]._value
+                if value is not old:  # the same array is trivially of the same shape (the common case)
+                    _check_fits(flat, k, old, value)
+                writes.append((k, value))
+        for k, value in writes:  # written only once every value is known to fit
+            slots[k]._value = value
         return
     index = gd.path_index()
     updates = {}
@@ -360,10 +363,12 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
 def _check_fits(flat: Flat, k: int, old: Any, new: Any) -> None:
     """A value written by ``update`` keeps the shape and dtype the model has: a State of another
     model's shapes would otherwise turn this model into that one, silently."""
-    old_shape, new_shape = getattr(old, "shape", None), getattr(new, "shape", None)
-    if old_shape is None or new_shape is None:
+    try:
+        old_shape, new_shape, old_dtype, new_dtype = old.shape, new.shape, old.dtype, new.dtype
+    except AttributeError:  # not arrays (a Python number, a pytree held by a Variable): nothing to compare
         return
-    old_dtype, new_dtype = getattr(old, "dtype", None), getattr(new, "dtype", None)
+    if old_shape == new_shape and old_dtype == new_dtype:
+        return
     if tuple(old_shape) == tuple(new_shape) and old_dtype == new_dtype:
         return
     path = _path_text(flat.graphdef.leaf_paths[k][1:])
