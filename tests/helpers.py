@@ -96,7 +96,8 @@ def multi_device_fixtures(script: str) -> tuple:
 
     @pytest.fixture(scope="module", autouse=True)
     def start_early(request):
-        if any("multi" in item.fixturenames for item in request.session.items if item.module is request.module):
+        if any("multi" in getattr(item, "fixturenames", ()) for item in request.session.items
+               if getattr(item, "module", None) is request.module):
             started["proc"] = start_multi_device(script)
         yield
         proc = started.pop("proc", None)

@@ -315,23 +315,15 @@ class _Flattener:
         if t is dict or t is Dict:
             keys = tuple(value)
             return _new(DictRef, ("dict", t, keys, tuple([self.ref(value[key], path + (key,)) for key in keys])))
-        if isinstance(value, ARRAY_TYPES):
-            k = len(self.leaves)
-            self.leaves.append(value)
-            self.leaf_paths.append(path)
-            self.leaf_nodes.append(-1)
-            self.leaf_owners.append(self.owner)
-            self.post.append(("leaf", k))
-            return _new(LeafRef, ("leaf", k))
-        if self.owner is None and (isinstance(value, (float, complex, np.generic)) and t is not bool
-                                   or self.scalars and t in (int, bool)):
+        if isinstance(value, ARRAY_TYPES) or self.owner is None and (
+                isinstance(value, (float, complex, np.generic)) and t is not bool or self.scalars and t in (int, bool)):
             # A Python float passed to a transform is data, as in JAX (grad w.r.t. it, map it);
             # held by a module it is configuration (epsilon, rate) and stays static.
             k = len(self.leaves)
             self.leaves.append(value)
             self.leaf_paths.append(path)
             self.leaf_nodes.append(-1)
-            self.leaf_owners.append(None)
+            self.leaf_owners.append(self.owner)
             self.post.append(("leaf", k))
             return _new(LeafRef, ("leaf", k))
         if t in _SIMPLE_STATIC:

@@ -73,7 +73,25 @@ def check_graph_mode(transform_name: str, graph: Any = None, graph_updates: Any 
         raise TransformError(f"{transform_name}: {keyword} must be True or None (the default), got {value!r}")
 
 
-class _ModeSwitch:
+class NoOpContext:
+    """A setting that changes nothing in plait, usable as a context manager or a decorator
+    (the reference's mode switches and Variable defaults, where plait has one behaviour)."""
+
+    def __enter__(self) -> NoOpContext:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def __call__(self, f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return f(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+class _ModeSwitch(NoOpContext):
     """A switch that only takes ``True``: as a call, a context manager or a decorator."""
 
     _keyword = ""
@@ -91,18 +109,6 @@ class _ModeSwitch:
         """Always ``True``: plait's one mode."""
         return True
 
-    def __enter__(self) -> _ModeSwitch:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def __call__(self, f: F) -> F:
-        @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return f(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
 
 
 class set_graph_mode(_ModeSwitch):  # noqa: N801  (the reference's name)

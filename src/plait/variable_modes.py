@@ -12,13 +12,13 @@ instead of accepting and ignoring them.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import VariableError
 from .filters import Filter, to_predicate
+from .mode import NoOpContext
 from .views import _copy_sharing_variables
 
 __all__ = ["with_vars", "vars_as", "var_defaults", "VarDefaults"]
@@ -83,19 +83,8 @@ class VarDefaults(NamedTuple):
     ref: bool
 
 
-class _VarDefaultsContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def __call__(self, f: F) -> F:
-        @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return f(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
+class _VarDefaultsContext(NoOpContext):
+    pass
 
 
 def var_defaults(*, hijax: bool | None = None, ref: bool | None = None) -> Any:

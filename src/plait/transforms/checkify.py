@@ -14,7 +14,7 @@ from typing import Any
 from jax.experimental import checkify as _checkify
 
 from ..mode import check_graph_mode
-from .lift import Call, Store, check_callable
+from .lift import Call, check_callable
 
 __all__ = ["checkify"]
 
@@ -50,17 +50,9 @@ def checkify(
     @functools.wraps(f)
     def checked(*args: Any, **kwargs: Any) -> tuple:
         call = Call(f, "checkify", args, kwargs)
-        facts = Store()  # (output structure, the leaves written)
-
-        def pure(leaves: list) -> tuple:
-            _, col, flat2 = call.run(list(leaves))
-            emit = [k for k, changed in enumerate(col.changed) if changed]
-            facts.put((col, emit))
-            return [flat2.leaves[k] for k in emit]
-
-        error, values = _checkify.checkify(pure, errors=errors)(call.leaves)
-        col, emit = facts.get()
-        return error, call.finish(col, emit, values)
+        inner, facts = call.written()
+        error, values = _checkify.checkify(inner, errors=errors)(call.leaves)
+        return error, call.finish(*facts.get(), values)
 
     return checked
 

@@ -212,6 +212,20 @@ class Call:
             return roots[: self.n_args], roots[self.n_args]
         return roots, {}
 
+    def written(self) -> tuple[Callable, Store]:
+        """For transforms that treat every leaf alike (remat, checkify): the inner function,
+        every leaf in and the written leaves out, and the Store its trace fills with
+        ``(collected, written leaf indices)`` for :meth:`finish`."""
+        facts = Store()
+
+        def inner(leaves: list) -> list:
+            _, col, flat2 = self.run(list(leaves))
+            emit = [k for k, changed in enumerate(col.changed) if changed]
+            facts.put((col, emit))
+            return [flat2.leaves[k] for k in emit]
+
+        return inner, facts
+
     def finish(self, collected: Collected, emitted: list[int], values: list) -> Any:
         """Outside: every output leaf (unchanged inputs forwarded from the caller, the
         ``emitted`` ones from ``values``) written back; returns the function's output."""

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 
 from ..mode import check_graph_mode
-from .lift import Call, Store, check_callable
+from .lift import Call, check_callable
 
 __all__ = ["remat", "checkpoint"]
 
@@ -48,17 +48,9 @@ def remat(
     @functools.wraps(f)
     def rematted(*args: Any, **kwargs: Any) -> Any:
         call = Call(f, "remat", args, kwargs)
-        facts = Store()  # (output structure, the leaves written)
-
-        def pure(leaves: list) -> list:
-            _, col, flat2 = call.run(list(leaves))
-            emit = [k for k, changed in enumerate(col.changed) if changed]
-            facts.put((col, emit))
-            return [flat2.leaves[k] for k in emit]
-
-        values = jax.checkpoint(pure, prevent_cse=prevent_cse, policy=policy)(call.leaves)
-        col, emit = facts.get()
-        return call.finish(col, emit, values)
+        inner, facts = call.written()
+        values = jax.checkpoint(inner, prevent_cse=prevent_cse, policy=policy)(call.leaves)
+        return call.finish(*facts.get(), values)
 
     return rematted
 
