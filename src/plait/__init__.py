@@ -52,7 +52,7 @@ from .mode import set_graph_mode, set_graph_updates
 from .module import Module, iter_module_children, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
-from .optimizer import ModelAndOptimizer, Optimizer
+from .optimizer import ModelAndOptimizer, OptArray, Optimizer, OptVariable
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .state import (
@@ -72,6 +72,7 @@ from .summary import tabulate
 from .train_state import TrainState
 from .transforms import *  # noqa: F403  (every transform; see transforms/__init__.py)
 from .tree import NodeStates, from_tree, to_tree
+from .typevars import A, Initializer, M
 from .variable_modes import VarDefaults, var_defaults, vars_as, with_vars
 from .variable_names import register_variable_name, variable_name_from_type, variable_type_from_name
 from .variables import (
@@ -133,6 +134,7 @@ __all__ = [
     # training, display, checkpoints
     "EMA", "Metric", "ModelAndOptimizer", "MultiMetric", "Optimizer", "TrainState", "checkpoints", "display",
     "metrics", "summary", "tabulate", "compat",
+    "OptArray", "OptVariable", "A", "M", "Initializer",
     "initializers", "nn",
     # data and static attributes
     "Pytree", "check_pytree", "data", "dataclass", "has_data", "is_data", "register_data_type", "static",

@@ -49,7 +49,19 @@ from .object import Dict, List, Object
 from .state import State
 from .variables import OptState, Param, Variable
 
-__all__ = ["Optimizer", "ModelAndOptimizer"]
+__all__ = ["Optimizer", "ModelAndOptimizer", "OptArray", "OptVariable"]
+
+
+class OptArray(OptState):
+    """Optimizer state for a plain array (the reference's name; plait's Optimizer stores OptState)."""
+
+    __slots__ = ()
+
+
+class OptVariable(OptState):
+    """Optimizer state for a Variable (the reference's name; plait's Optimizer stores OptState)."""
+
+    __slots__ = ()
 
 
 def check_graph_mode(graph: bool | None, where: str) -> None:

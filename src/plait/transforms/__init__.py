@@ -4,7 +4,7 @@ from .axes import Carry, DiffState, SameKeys, StateAxes, StateSharding
 from .checkify import checkify
 from .control import cond, fori_loop, switch, while_loop
 from .custom_vjp import custom_vjp
-from .functional import cached_partial, call, eval_shape
+from .functional import cached_partial, call, eval_shape, jit_partial, make_jaxpr
 from .grad import grad, jvp, value_and_grad, vjp
 from .jit import jit
 from .remat import checkpoint, remat
@@ -14,5 +14,5 @@ from .vmap import pmap, vmap
 
 __all__ = [
     "Carry", "DiffState", "SameKeys", "StateAxes", "StateSharding", "cached_partial", "call", "checkify", "checkpoint", "cond", "custom_vjp", "eval_shape",
-    "fori_loop", "grad", "jit", "jvp", "pmap", "remat", "scan", "shard_map", "switch", "value_and_grad", "vjp", "vmap", "while_loop",
+    "fori_loop", "grad", "jit", "jit_partial", "jvp", "make_jaxpr", "pmap", "remat", "scan", "shard_map", "switch", "value_and_grad", "vjp", "vmap", "while_loop",
 ]

@@ -11,9 +11,10 @@ import jax
 from ..encoding import GraphDef, unflatten
 from ..graph import merge, split
 from ..mode import check_graph_mode
+from .jit import jit
 from .lift import Call, Store, check_callable
 
-__all__ = ["eval_shape", "call", "cached_partial"]
+__all__ = ["eval_shape", "call", "cached_partial", "make_jaxpr", "jit_partial"]
 
 
 def eval_shape(f: Callable, *args: Any, graph: bool | None = None, graph_updates: bool | None = None,
@@ -105,3 +106,57 @@ def cached_partial(f: Callable, *cached_args: Any, graph: bool | None = None,
     check_graph_mode("nnx.cached_partial", graph, graph_updates)
     check_callable(f, "cached_partial")
     return functools.partial(f, *cached_args)
+
+
+def make_jaxpr(f: Callable | None = None, *, graph: bool | None = None, graph_updates: bool | None = None,
+               static_argnums: int | tuple[int, ...] = ()) -> Callable:
+    """``jax.make_jaxpr`` for functions of modules: the jaxpr of ``f`` over the leaves of its
+    arguments (each Variable's value, then the arrays). Nothing runs, so nothing is written back.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> jaxpr = nnx.make_jaxpr(lambda m, x: m(x))(model, jnp.ones((1, 2)))
+        >>> [v.aval.shape for v in jaxpr.jaxpr.invars]
+        [(2, 3), (3,), (1, 2)]
+    """
+    check_graph_mode("nnx.make_jaxpr", graph, graph_updates)
+    if f is None:
+        return functools.partial(make_jaxpr, static_argnums=static_argnums)
+    check_callable(f, "make_jaxpr")
+    statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
+    @functools.wraps(f)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        fixed = {i % len(args): args[i] for i in statics}
+        lifted = Call(lambda *dynamic: f(*_place(args, fixed, dynamic)), "make_jaxpr",
+                      tuple(a for i, a in enumerate(args) if i not in fixed), kwargs, bind=False)
+        return jax.make_jaxpr(lambda leaves: lifted.run(list(leaves))[0])(lifted.leaves)
+
+    return traced
+
+
+def _place(args: tuple, fixed: dict, dynamic: tuple) -> list:
+    out, rest = [], iter(dynamic)
+    for i in range(len(args)):
+        out.append(fixed[i] if i in fixed else next(rest))
+    return out
+
+
+def jit_partial(fun: Callable, *partial_args: Any, graph: bool | None = None, graph_updates: bool | None = None,
+                **jit_kwargs: Any) -> Callable:
+    """``nnx.jit(fun, **jit_kwargs)`` with its first arguments fixed to ``partial_args``.
+
+    plait's ``jit`` already caches the structure of the modules it is given, so this is
+    :func:`cached_partial` over :func:`~plait.jit`; ``static_argnums``, ``donate_argnums`` and
+    ``in_shardings`` count the fixed arguments too, as in the reference.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> forward = nnx.jit_partial(lambda m, x: m(x), model)
+        >>> forward(jnp.ones((1, 2))).shape
+        (1, 3)
+    """
+    check_graph_mode("nnx.jit_partial", graph, graph_updates)
+    return functools.partial(jit(fun, **jit_kwargs), *partial_args)
