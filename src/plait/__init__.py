@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import checkpoints, filterlib, filters, initializers, metrics, nn, summary, transforms
+from . import checkpoints, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -34,6 +34,24 @@ from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, Optimizer
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
+from .sharding_rules import (
+    get_logical_axis_rules,
+    logical_axis_rules,
+    logical_to_mesh_axes,
+    set_logical_axis_rules,
+    use_eager_sharding,
+    using_eager_sharding,
+)
+from .spmd import (
+    abstract_with_sharding,
+    as_abstract,
+    get_abstract_model,
+    get_named_sharding,
+    get_partition_spec,
+    logical_to_mesh_sharding,
+    with_partitioning,
+    with_sharding_constraint,
+)
 from .state import State
 from .summary import tabulate
 from .train_state import TrainState
@@ -93,6 +111,11 @@ __all__ = [
     "EMA", "Metric", "ModelAndOptimizer", "MultiMetric", "Optimizer", "TrainState", "checkpoints", "display",
     "metrics", "summary", "tabulate",
     "initializers", "nn",
+    # sharding
+    "abstract_with_sharding", "as_abstract", "get_abstract_model", "get_logical_axis_rules", "get_named_sharding",
+    "get_partition_spec", "logical_axis_rules", "logical_to_mesh_axes", "logical_to_mesh_sharding",
+    "set_logical_axis_rules", "spmd", "use_eager_sharding", "using_eager_sharding", "with_partitioning",
+    "with_sharding_constraint",
     *nn.__all__,
     *transforms.__all__,
 ]
