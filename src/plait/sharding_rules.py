@@ -13,7 +13,8 @@ value stays where it is and the annotation only informs
 :func:`plait.get_partition_spec` (the reference raises instead; a model built for one
 device should not need a mesh).
 
-This module sits below ``variables`` (which calls :func:`shard_value`) and imports only JAX.
+This module sits below ``variables`` (which calls :func:`shard_value`); it imports only
+JAX and ``errors``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
+
+from .errors import AxisError
 
 __all__ = [
     "logical_axis_rules",
@@ -128,7 +131,17 @@ def logical_to_mesh_axes(names: Sequence[Any] | PartitionSpec, rules: LogicalRul
             return mapped or None
         return table.get(name, name) if isinstance(name, str) else name
 
-    return PartitionSpec(*(one(n) for n in names))
+    spec = PartitionSpec(*(one(n) for n in names))
+    used = [a for entry in spec for a in _as_tuple(entry) if a is not None]
+    twice = sorted({a for a in used if used.count(a) > 1}, key=str)
+    if twice:
+        raise AxisError(
+            f"logical axes {tuple(names)!r} map to {spec} under the rules {dict(table)!r}: mesh axis "
+            f"{twice[0]!r} would shard two dimensions of one array, and a mesh axis can shard only one.\n"
+            "Give these dimensions logical names the rules map to different mesh axes (or to None), e.g. "
+            "a separate name for activations: ('batch', 'activation_embed')."
+        )
+    return spec
 
 
 def _as_tuple(axis: Any) -> tuple:
