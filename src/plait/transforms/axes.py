@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import AxisError, TransformError
-from ..variables import Variable
 from ..filters import Filter, filters_to_predicates
+from ..variables import Variable
 
 __all__ = ["Carry", "SameKeys", "StateAxes", "StateSharding", "DiffState"]
 
