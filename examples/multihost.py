@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 W, DEPTH, BATCH = 8, 3, 16  # layer width, number of blocks, global batch
 
@@ -107,9 +106,11 @@ def data(step: int):
     return x, np.sin(x.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def train(layout: str, steps: int = 3) -> dict:
+def train(layout: str, steps: int = 3, checkpoint: str | None = None, restore: bool = False) -> dict:
     """Train ``steps`` steps in ``layout``; the losses, the parameters (as nested lists) and
-    each parameter's partition spec."""
+    each parameter's partition spec. With ``checkpoint`` (a directory every process can
+    reach) the trained optimizer is saved there; with ``restore`` too, a fresh one is
+    restored from it instead of training."""
     import jax
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec
@@ -131,14 +132,21 @@ def train(layout: str, steps: int = 3) -> dict:
         # the full model, so this works across processes too).
         shardings = nnx.get_named_sharding(nnx.state(nnx.eval_shape(create)), mesh)
         optimizer = nnx.jit(create, out_shardings=shardings)()
+        replicate = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, PartitionSpec()))
+        if restore:
+            with nnx.checkpoints.CheckpointManager(checkpoint) as manager:
+                manager.restore(optimizer=optimizer)  # in place, onto the shardings it has
+            return _result(optimizer, [], lambda a: np.asarray(replicate(a)))
         batch = NamedSharding(mesh, nnx.logical_to_mesh_axes(("batch", None)))
         step = nnx.jit(train_step, in_shardings=(shardings, batch, batch))
         losses = []
         for i in range(steps):
             x, y = (jax.make_array_from_callback(a.shape, batch, lambda idx, a=a: a[idx]) for a in data(i))
             losses.append(step(optimizer, x, y))
-        replicate = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, PartitionSpec()))
         losses = [float(np.asarray(replicate(loss))) for loss in losses]
+        if checkpoint:
+            with nnx.checkpoints.CheckpointManager(checkpoint) as manager:  # every process writes its shards
+                manager.save(steps, optimizer=optimizer)
         return _result(optimizer, losses, lambda a: np.asarray(replicate(a)))
 
 
@@ -179,6 +187,8 @@ def main() -> None:
     parser.add_argument("--num-processes", type=int, default=1)
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--cpu-collectives", help="e.g. gloo, for several processes on CPU")
+    parser.add_argument("--checkpoint", help="directory to save the trained optimizer to (all processes)")
+    parser.add_argument("--restore", action="store_true", help="restore from --checkpoint instead of training")
     args = parser.parse_args()
 
     import jax
@@ -188,13 +198,12 @@ def main() -> None:
     if args.coordinator:
         jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                                    process_id=args.process_id)
-    result = train(args.layout, args.steps)
+    result = train(args.layout, args.steps, args.checkpoint, args.restore)
     result["process"] = jax.process_index()
     result["devices"] = jax.device_count()
     print("RESULT=" + json.dumps(result), flush=True)
     if args.coordinator:
         jax.distributed.shutdown()
-    os.sys.stdout.flush()
 
 
 if __name__ == "__main__":
