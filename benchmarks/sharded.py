@@ -75,7 +75,7 @@ def plait_model(width: int, depth: int):
             @nnx.scan(in_axes=(nnx.Carry, nnx.StateAxes({nnx.RngState: nnx.Carry, ...: 0})), out_axes=nnx.Carry,
                       transform_metadata={nnx.PARTITION_NAME: "layers"})
             def forward(x, block):
-                return block(nnx.with_sharding_constraint(x, ("batch", "activation")))
+                return nnx.with_sharding_constraint(block(x), ("batch", "activation"))
 
             return self.head(forward(x, self.blocks))
 
@@ -115,10 +115,9 @@ def raw_model(width: int, depth: int, mesh, rules):
     def loss_fn(params, x, y, key):
         def body(h, layer):
             kernel, bias, k = layer
-            h = jax.lax.with_sharding_constraint(h, spec("batch", "activation"))
             h = jax.nn.relu(h @ kernel + bias)
             keep = jax.random.bernoulli(k, 0.9, h.shape)
-            return jnp.where(keep, h / 0.9, 0.0), None
+            return jax.lax.with_sharding_constraint(jnp.where(keep, h / 0.9, 0.0), spec("batch", "activation")), None
 
         h, _ = jax.lax.scan(body, x, (params["kernel"], params["bias"], jax.random.split(key, depth)))
         return (((h @ params["head_kernel"] + params["head_bias"]) - y) ** 2).mean()

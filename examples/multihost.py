@@ -78,8 +78,9 @@ def build():
             @nnx.scan(in_axes=(nnx.Carry, nnx.StateAxes({nnx.RngState: nnx.Carry, ...: 0})), out_axes=nnx.Carry,
                       transform_metadata={nnx.PARTITION_NAME: "layers"})
             def forward(x, block):
-                x = nnx.with_sharding_constraint(x, ("batch", "activation"))
-                return block(x)
+                # The carry leaves each step laid out as it came in (meshes with explicit
+                # axes check that; on others it keeps XLA from choosing another layout).
+                return nnx.with_sharding_constraint(block(x), ("batch", "activation"))
 
             return self.head(forward(x, self.blocks))
 
