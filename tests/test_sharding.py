@@ -277,3 +277,32 @@ def test_sharded_training_on_8_devices_matches_one_device():
     kernel_spec, out_spec, mean = result["shard_map"]
     assert kernel_spec == "P(None, 'model')" and out_spec == "P('data', 'model')"
     assert mean != 0.0
+
+
+def test_jit_out_shardings_prefix_over_plain_outputs():
+    mesh = jax.make_mesh((1,), ("data",))
+    s = NamedSharding(mesh, P("data"))
+    layer = nnx.Linear(2, 4, rngs=nnx.Rngs(0))
+    kernel, bias = nnx.jit(lambda m: (m.kernel.value, m.bias.value), out_shardings=(None, s))(layer)
+    assert bias.sharding == s and getattr(kernel.sharding, "spec", P()) != P("data")  # None: unconstrained
+
+
+def test_partition_specs_of_a_stack_match_the_reference():
+    flax_nnx = pytest.importorskip("flax.nnx")
+    rules = [("embed", None), ("mlp", "model"), ("layers", None)]
+
+    def specs(lib):
+        init = lib.with_partitioning(lib.initializers.lecun_normal(), ("embed", "mlp"))
+
+        @lib.split_rngs(splits=2)
+        @lib.vmap(axis_size=2, transform_metadata={lib.PARTITION_NAME: "layers"})
+        def stack(rngs):
+            return lib.Linear(2, 2, kernel_init=init, rngs=rngs)
+
+        with lib.use_eager_sharding(False):
+            layers = stack(lib.Rngs(0))
+        with lib.logical_axis_rules(rules):
+            found = lib.get_partition_spec(lib.state(layers))
+        return layers.kernel.get_metadata()["out_sharding"], found["kernel"].get_value(), found["bias"].get_value()
+
+    assert specs(nnx) == specs(flax_nnx)
