@@ -38,6 +38,7 @@ __all__ = [
     "use_eager_sharding",
     "using_eager_sharding",
     "shard_value",
+    "eager_shard",
     "current_mesh",
 ]
 
@@ -233,6 +234,21 @@ def shard_value(value: Any, out_sharding: Any, sharding_rules: LogicalRules | No
     if isinstance(value, jax.ShapeDtypeStruct):
         return jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)
     return constrain(value, sharding)
+
+
+def eager_shard(value: Any, metadata: dict, flag: bool | None) -> Any:
+    """A new Variable's value, sharded by its ``out_sharding`` metadata if eager sharding is
+    on (``flag``, else :func:`using_eager_sharding`) and a mesh is known.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from plait.sharding_rules import eager_shard
+        >>> eager_shard(jnp.ones(2), {"out_sharding": ("x",)}, None).shape  # no mesh: unchanged
+        (2,)
+    """
+    if not (flag if flag is not None else using_eager_sharding()):
+        return value
+    return shard_value(value, metadata["out_sharding"], metadata.get("sharding_rules"), metadata.get("mesh"))
 
 
 def constrain(value: Any, sharding: Any) -> Any:

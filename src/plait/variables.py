@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from .errors import VariableError
 from .object import _portable, closed_over_error, owner_path, structure_changed, trace_state
-from .sharding_rules import shard_value, using_eager_sharding
+from .sharding_rules import eager_shard
 
 __all__ = [
     "Variable",
@@ -153,11 +153,8 @@ class Variable(Generic[A]):
             for hook in self._hooks("on_create_value"):
                 value = hook(self, value)
             self._value = self.create_value(value)
-        if metadata and metadata.get("out_sharding") and (
-                eager_sharding if eager_sharding is not None else using_eager_sharding()):
-            # Eager sharding (see sharding_rules): placed on the mesh as it is created.
-            self._value = shard_value(self._value, metadata["out_sharding"], metadata.get("sharding_rules"),
-                                      metadata.get("mesh"))
+        if metadata and metadata.get("out_sharding"):  # placed on the mesh as it is created
+            self._value = eager_shard(self._value, metadata, eager_sharding)
 
     __class_getitem__ = classmethod(types.GenericAlias)  # nnx.Param[jax.Array] in annotations
 
