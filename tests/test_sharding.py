@@ -31,6 +31,7 @@ def test_with_partitioning_through_a_layer_and_partition_specs_follow_the_rules(
     specs = nnx.get_partition_spec(nnx.state(layer))
     assert specs["kernel"].value == P(None, "model") and specs["bias"].value == P()
     assert type(specs["kernel"]) is nnx.Param  # the State keeps its Variable types
+    assert nnx.get_partition_spec(layer)["kernel"].value == P(None, "model")  # a module: its state's specs
     layer2 = nnx.Linear(2, 4, kernel_init=PARTITIONED, rngs=nnx.Rngs(0))
     with nnx.logical_axis_rules([("embed", None), ("mlp", "model")]):
         assert nnx.get_partition_spec(nnx.state(layer2))["kernel"].value == P(None, "model")

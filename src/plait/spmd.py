@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from .encoding import is_graph_node
 from .graph import split, update
 from .sharding_rules import (
     composite_rules,
@@ -105,7 +106,7 @@ def get_var_pspec(v: Variable) -> PartitionSpec | None:
 
 
 def get_partition_spec(tree: A) -> A:
-    """``tree`` (a State, or any pytree of Variables and arrays) with each Variable's value
+    """``tree`` (a State, a module, or any pytree of Variables and arrays) with each Variable's value
     replaced by its ``PartitionSpec`` (see :func:`get_var_pspec`) and each array by
     ``PartitionSpec()``.
 
@@ -117,6 +118,9 @@ def get_partition_spec(tree: A) -> A:
         >>> spec["w"].value
         P(None, 'model')
     """
+
+    if is_graph_node(tree):  # a module: the State of its Variables
+        tree = split(tree)[1]
 
     def one(x: Any) -> Any:
         if isinstance(x, Variable):
