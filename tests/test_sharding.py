@@ -307,3 +307,13 @@ def test_partition_specs_of_a_stack_match_the_reference():
         return layers.kernel.get_metadata()["out_sharding"], found["kernel"].get_value(), found["bias"].get_value()
 
     assert specs(nnx) == specs(flax_nnx)
+
+
+def test_eager_sharding_splits_a_vmap_stack_over_the_mesh_axis_its_name_maps_to():
+    mesh = jax.make_mesh((1, 1), ("data", "model"))
+    with jax.set_mesh(mesh), nnx.logical_axis_rules([("layers", "data"), ("embed", None), ("mlp", "model")]):
+        layers = _stack()(nnx.Rngs(0))
+    assert layers.kernel.value.sharding == NamedSharding(mesh, P("data", None, "model"))
+    with jax.set_mesh(mesh), nnx.logical_axis_rules([("layers", None), ("embed", None), ("mlp", "model")]):
+        replicated = _stack()(nnx.Rngs(0))
+    assert replicated.kernel.value.sharding.spec in (P(None, None, "model"), P(None, None, "model", None))

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 
 from ..encoding import flatten
 from ..errors import TransformError
+from ..sharding_rules import current_mesh, shard_value, using_eager_sharding
 from ..variables import PARTITION_NAME, Variable, add_axis, remove_axis
 
-__all__ = ["AxisMetadata"]
+__all__ = ["AxisMetadata", "check_transform_metadata", "shard_stacked"]
 
 
 class AxisMetadata:
@@ -88,3 +89,18 @@ def check_transform_metadata(metadata: Any, transform: str) -> dict | None:
             "other tuple metadata of the same name)."
         )
     return dict(metadata)
+
+
+def shard_stacked(out: Any, metadata: Mapping) -> None:
+    """Eager sharding for a stack ``vmap`` built: inside, each lane was placed by its
+    per-layer annotation; the stacked axis (now named in ``out_sharding``) is placed here,
+    so a rule that maps the name to a mesh axis splits the stack over it."""
+    if current_mesh() is None or not using_eager_sharding():
+        return
+    name = metadata[PARTITION_NAME]
+    flat, _ = flatten((out,))
+    for v in {id(v): v for v in flat.slots if isinstance(v, Variable)}.values():
+        spec = v.get_metadata().get("out_sharding")
+        if isinstance(spec, (tuple, list)) and name in spec and v.get_metadata().get("eager_sharding", True):
+            meta = v.get_metadata()
+            v.set_raw_value(shard_value(v.get_raw_value(), spec, meta.get("sharding_rules"), meta.get("mesh")))

@@ -34,7 +34,7 @@ from .lift import (
     reject_removed_kwargs,
 )
 from .messages import broadcast_draw_error
-from .partition import AxisMetadata, check_transform_metadata
+from .partition import AxisMetadata, check_transform_metadata, shard_stacked
 from .refs import check_prefix
 
 __all__ = ["vmap", "pmap"]
@@ -252,7 +252,10 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
     if differ:
         _per_lane_error(call, col, transform, differ, None)
     values = [v[0] if k2 in verify else v for k2, v in zip(emitted, values)]
-    return call.finish(col, emitted, values)
+    out = call.finish(col, emitted, values)
+    if metadata:
+        shard_stacked(out, metadata)
+    return out
 
 
 def _mapped_inner(context: _Context, transform: str, specs: tuple, axes: list, same_keys: set, size: int,
