@@ -317,3 +317,14 @@ def test_eager_sharding_splits_a_vmap_stack_over_the_mesh_axis_its_name_maps_to(
     with jax.set_mesh(mesh), nnx.logical_axis_rules([("layers", None), ("embed", None), ("mlp", "model")]):
         replicated = _stack()(nnx.Rngs(0))
     assert replicated.kernel.value.sharding.spec in (P(None, None, "model"), P(None, None, "model", None))
+
+
+def test_pmap_names_the_mapped_axis_too():
+    n = jax.local_device_count()
+
+    @nnx.split_rngs(splits=n)
+    @nnx.pmap(axis_size=n, transform_metadata={nnx.PARTITION_NAME: "devices"})
+    def make(rngs):
+        return nnx.Linear(2, 2, kernel_init=PARTITIONED, rngs=rngs)
+
+    assert make(nnx.Rngs(0)).kernel.out_sharding == ("devices", "embed", "mlp")

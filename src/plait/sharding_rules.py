@@ -204,7 +204,10 @@ def current_mesh() -> Any:
     except Exception:  # noqa: BLE001  (older JAX, or no concrete mesh inside a trace)
         pass
     mesh = jax.sharding.get_abstract_mesh()
-    return None if mesh is None or mesh.empty else mesh
+    if mesh is None or mesh.empty:
+        return None
+    # Inside shard_map/pmap values are per-device blocks (Manual axes): nothing to place.
+    return None if jax.sharding.AxisType.Manual in tuple(mesh.axis_types) else mesh
 
 
 def _is_tracer(value: Any) -> bool:

@@ -103,12 +103,13 @@ def pmap(
     axis_size: int | None = None,
     devices: Any = None,
     backend: str | None = None,
+    transform_metadata: Mapping[str, Any] = _NO_METADATA,
     **removed: Any,
 ) -> Callable:
     """Like :func:`vmap`, but each lane runs on its own device (``jax.pmap``).
 
-    The mapped size must not exceed the number of devices. Axes, ``StateAxes`` and the
-    rules for state are those of ``vmap``.
+    The mapped size must not exceed the number of devices. Axes, ``StateAxes``,
+    ``transform_metadata`` and the rules for state are those of ``vmap``.
 
     Example:
         >>> import jax, jax.numpy as jnp, plait as nnx
@@ -120,7 +121,8 @@ def pmap(
     reject_removed_kwargs("pmap", removed)
     if f is _MISSING:
         return functools.partial(pmap, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes,
-                                 axis_size=axis_size, devices=devices, backend=backend)
+                                 axis_size=axis_size, devices=devices, backend=backend,
+                                 transform_metadata=transform_metadata)
     check_callable(f, "pmap")
 
     def mapper(inner: Callable, leaf_axes: list, group_axes: tuple, size: int) -> Callable:
@@ -131,8 +133,9 @@ def pmap(
 
     @functools.wraps(f)
     def pmapped(*args: Any, **kwargs: Any) -> Any:
-        return mapped_call("pmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size, cache)
+        return mapped_call("pmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size, cache, metadata)
 
+    metadata = check_transform_metadata(transform_metadata, "pmap")
     return pmapped
 
 
