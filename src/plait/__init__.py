@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, summary, transforms
+from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -45,7 +45,7 @@ from .graph import (
 )
 from .graph import flatten as flatten  # the reference's nnx.flatten: (graphdef, flat_state)
 from .graph import unflatten as unflatten
-from .graph_map import as_abstract, as_pure, map, prefix  # noqa: A004  (the reference's nnx.map)
+from .graph_map import as_pure, map, prefix  # noqa: A004  (the reference's nnx.map)
 from .intermediates import capture
 from .metrics import Metric, MultiMetric
 from .mode import set_graph_mode, set_graph_updates
@@ -55,6 +55,24 @@ from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, OptArray, Optimizer, OptVariable
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
+from .sharding_rules import (
+    get_logical_axis_rules,
+    logical_axis_rules,
+    logical_to_mesh_axes,
+    set_logical_axis_rules,
+    use_eager_sharding,
+    using_eager_sharding,
+)
+from .spmd import (
+    abstract_with_sharding,
+    as_abstract,
+    get_abstract_model,
+    get_named_sharding,
+    get_partition_spec,
+    logical_to_mesh_sharding,
+    with_partitioning,
+    with_sharding_constraint,
+)
 from .state import (
     FlatState,
     State,
@@ -124,7 +142,7 @@ __all__ = [
     "All", "Any", "Everything", "Not", "Nothing", "OfType", "PathContains", "WithTag", "filterlib", "filters",
     # graph functions
     "GraphDef", "clone", "graphdef", "iter_graph", "merge", "pop", "split", "state", "update",
-    "as_abstract", "as_pure", "map", "prefix",
+    "as_pure", "map", "prefix",
     "GraphState", "PureState", "find_duplicates", "flatten", "iter_children", "iter_module_children", "recursive_map",
     "unflatten", "NodeStates", "from_tree", "to_tree",
     "FlatState", "filter_state", "from_flat_state", "map_state", "merge_state", "replace_by_pure_dict",
@@ -140,6 +158,11 @@ __all__ = [
     "Pytree", "check_pytree", "data", "dataclass", "has_data", "is_data", "register_data_type", "static",
     # views; Flax NNX's modes (plait has one)
     "set_graph_mode", "set_graph_updates", "view", "view_info", "with_attributes",
+    # sharding
+    "abstract_with_sharding", "as_abstract", "get_abstract_model", "get_logical_axis_rules", "get_named_sharding",
+    "get_partition_spec", "logical_axis_rules", "logical_to_mesh_axes", "logical_to_mesh_sharding",
+    "set_logical_axis_rules", "spmd", "use_eager_sharding", "using_eager_sharding", "with_partitioning",
+    "with_sharding_constraint",
     *nn.__all__,
     *transforms.__all__,
 ]

@@ -1,5 +1,5 @@
 """Functions that map over a graph's Variables: ``nnx.map``, ``nnx.as_pure``,
-``nnx.as_abstract`` and ``nnx.prefix`` (per-Variable axes for a transform).
+``nnx.prefix`` (per-Variable axes for a transform).
 
 ``map(f, node)`` calls ``f(path, variable)`` once per Variable (a shared Variable once, at
 its first path) and returns a copy of ``node`` holding what ``f`` returned, with the type
@@ -26,7 +26,7 @@ from .object import Object
 from .transforms.axes import StateAxes
 from .variables import Variable
 
-__all__ = ["map", "as_pure", "as_abstract", "prefix"]
+__all__ = ["map", "as_pure", "prefix"]
 
 A = TypeVar("A")
 
@@ -85,37 +85,6 @@ def as_pure(tree: A) -> A:
         )
     return jax.tree.map(lambda x: as_pure(x.raw_value) if isinstance(x, Variable) else x, tree,
                         is_leaf=lambda x: isinstance(x, Variable))
-
-
-def as_abstract(tree: A, graph: bool | None = None) -> A:
-    """Give abstract Variables (``jax.ShapeDtypeStruct`` values, e.g. from ``nnx.eval_shape``) that
-    have ``out_sharding`` metadata the matching ``NamedSharding`` (on their ``mesh`` metadata or
-    the current abstract mesh).
-
-    Example:
-        >>> import jax, jax.numpy as jnp, plait as nnx
-        >>> class Model(nnx.Module):
-        ...     def __init__(self):
-        ...         self.w = nnx.Param(jnp.ones((2, 4)), out_sharding=(None, "a"))
-        >>> mesh = jax.make_mesh((1,), ("a",), axis_types=(jax.sharding.AxisType.Auto,))
-        >>> with jax.set_mesh(mesh):
-        ...     abstract = nnx.as_abstract(nnx.eval_shape(Model))
-        >>> abstract.w.value.sharding.spec
-        P(None, 'a')
-    """
-
-    def add_sharding(_: tuple, v: Variable) -> Variable:
-        value = v.raw_value
-        names = v._meta.get("out_sharding")
-        if names is None or not (hasattr(value, "shape") and hasattr(value, "dtype")):
-            return v
-        if getattr(value, "sharding", None) is not None:
-            return v
-        mesh = v._meta.get("mesh") or jax.sharding.get_abstract_mesh()
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*names))
-        return v.replace(jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding))
-
-    return map(add_sharding, tree, graph=graph)
 
 
 def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *, graph: bool | None = None) -> Any:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from .errors import VariableError
 from .object import _portable, closed_over_error, owner_path, structure_changed, trace_state
+from .sharding_rules import eager_shard
 
 __all__ = [
     "Variable",
@@ -94,15 +95,13 @@ def _remap_sharding(metadata: dict, stacklevel: int) -> None:
             metadata["out_sharding"] = metadata.pop(old)
 
 
-def _refuse_modes(hijax: Any, ref: Any, eager_sharding: Any) -> None:
-    for name, flag in (("hijax", hijax), ("ref", ref), ("eager_sharding", eager_sharding)):
+def _refuse_modes(hijax: Any, ref: Any) -> None:
+    for name, flag in (("hijax", hijax), ("ref", ref)):
         if flag:
             raise VariableError(
                 f"{name}=True: plait Variables are plain Python cells that transforms carry in and out; "
                 f"they have no {name} mode.\n"
                 f"Leave {name} out (or pass {name}=False)."
-                + (" Place values with jax.device_put or nnx.jit(in_shardings=...)."
-                   if name == "eager_sharding" else "")
             )
 
 
@@ -131,14 +130,16 @@ class Variable(Generic[A]):
 
     def __init__(self, value: Any, *, hijax: bool | None = None, ref: bool | None = None,
                  eager_sharding: bool | None = None, **metadata: Any) -> None:
-        _refuse_modes(hijax, ref, eager_sharding)
+        _refuse_modes(hijax, ref)
         if isinstance(value, VariableMetadata):
             carried = value
             metadata = {**carried.metadata, **metadata}
             for name in _HOOKS:
                 if getattr(carried, name) and name not in metadata:
                     metadata[name] = tuple(getattr(carried, name))
-            _refuse_modes(metadata.pop("hijax", None), metadata.pop("ref", None), metadata.pop("eager_sharding", None))
+            _refuse_modes(metadata.pop("hijax", None), metadata.pop("ref", None))
+            carried_eager = metadata.pop("eager_sharding", None)
+            eager_sharding = carried_eager if eager_sharding is None else eager_sharding
             value = carried.raw_value
         if isinstance(value, Variable):
             value = value._value
@@ -148,11 +149,12 @@ class Variable(Generic[A]):
         self._plait_seen = False
         self._trace = trace_state()
         self._value = value
-        if self._plait_plain_create and not (metadata and "on_create_value" in metadata):
-            return
-        for hook in self._hooks("on_create_value"):
-            value = hook(self, value)
-        self._value = self.create_value(value)
+        if not (self._plait_plain_create and not (metadata and "on_create_value" in metadata)):
+            for hook in self._hooks("on_create_value"):
+                value = hook(self, value)
+            self._value = self.create_value(value)
+        if metadata and metadata.get("out_sharding"):  # placed on the mesh as it is created
+            self._value = eager_shard(self._value, metadata, eager_sharding)
 
     __class_getitem__ = classmethod(types.GenericAlias)  # nnx.Param[jax.Array] in annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +69,19 @@ class Dropout(Module):
         shape = list(jnp.shape(inputs))
         for dim in self.broadcast_dims:
             shape[dim] = 1
-        mask = jax.random.bernoulli(key, keep, shape)
+        mask = jax.random.bernoulli(key, keep, shape, out_sharding=_mask_sharding(inputs, self.broadcast_dims))
         mask = jnp.broadcast_to(mask, jnp.shape(inputs))
         return jax.lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+
+
+def _mask_sharding(inputs: Any, broadcast_dims: Any) -> Any:
+    """Under a mesh with explicit axes the mask must be laid out like ``inputs`` (select
+    refuses mixed shardings); broadcast dimensions have size 1 and are not split."""
+    sharding = getattr(jax.typeof(inputs), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or mesh.empty or not getattr(mesh, "are_all_axes_explicit", False):
+        return None
+    spec = list(sharding.spec) + [None] * (jnp.ndim(inputs) - len(sharding.spec))
+    for dim in broadcast_dims:
+        spec[dim] = None
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))

@@ -9,10 +9,12 @@ the path of the variable in the model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import AxisError, TransformError
 from ..filters import Filter, filters_to_predicates
+from ..variables import Variable
 
 __all__ = ["Carry", "SameKeys", "StateAxes", "StateSharding", "DiffState"]
 
@@ -177,7 +179,12 @@ def resolve(spec: Any, path: tuple, value: Any, describe_leaf: Any, transform: s
                     "for the rest, e.g. StateAxes({..., ...: 0})"
                 )
             return axis
-        if isinstance(spec, (tuple, list, dict)):
+        if isinstance(spec, Variable):
+            # A State of specs (nnx.get_named_sharding(state, mesh)) holds each spec in a
+            # Variable at the position of the Variable it describes.
+            spec = spec.get_raw_value()
+            continue
+        if isinstance(spec, (tuple, list, dict, Mapping)) and not isinstance(spec, leaf_types):
             if not rest:
                 raise AxisError(
                     f"{transform}: {in_or_out}={spec!r} is deeper than the value it describes: {describe_leaf()}.\n"

@@ -25,6 +25,7 @@ import numpy as np
 from .. import object as _object
 from ..encoding import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node, unflatten
 from ..errors import TransformError
+from ..sharding_rules import constrain
 from .axes import resolve
 from .lift import Collected, bind_arguments, check_callable, collect, path_text, write_back
 
@@ -294,17 +295,23 @@ class JitWrapped:
             values = [flat2.leaves[k] for k in emit]
             if shardings is not None:  # state keeps the sharding it came in with
                 values = [
-                    jax.lax.with_sharding_constraint(v, shardings[0][col.input_leaf[k]])
+                    constrain(v, shardings[0][col.input_leaf[k]])
                     if col.input_leaf[k] >= 0 and shardings[0][col.input_leaf[k]] is not None else v
                     for k, v in zip(emit, values)
                 ]
+            if out_spec is not _UNSET:
+                # out_shardings describes the output, which may hold modules: its leaves leave
+                # as written values, so each gets its sharding here rather than from jax.jit.
+                if graph_out:
+                    values = [_out_constraint(out_spec, col, flat2, k, v, fun) for k, v in zip(emit, values)]
+                else:
+                    out = _constrain_tree(out_spec, out)
             return info, values, None if graph_out else out
 
+        out_spec = self.out_shardings
         options: dict = {}
         if shardings is not None:
             options["in_shardings"] = (*shardings[0], *shardings[1], None)
-        if self.out_shardings is not _UNSET:
-            options["out_shardings"] = (None, None, self.out_shardings)
         jitted = jax.jit(
             inner,
             static_argnums=(n_leaves + n_plain + 1,),
@@ -314,6 +321,30 @@ class JitWrapped:
             **options,
         )
         return _Entry(jitted, node_pos, plain_pos, static_pos, graph_kw, n_args)
+
+
+_SHARDING_TYPES = (jax.sharding.Sharding, jax.sharding.PartitionSpec)
+
+
+def _out_constraint(spec: Any, col: Collected, flat2: Flat, k: int, value: Any, fun: Callable) -> Any:
+    """Leaf ``k`` of the output GraphDef with the sharding ``out_shardings`` gives it (leaves
+    first reached through an input keep the input's sharding rules instead)."""
+    path = col.graphdef.leaf_paths[k]
+    if path[0] != col.n_roots:
+        return value
+    slot = flat2.slots[k]
+    sharding = resolve(spec, path[1:], slot if slot is not None else value,
+                       lambda: path_text(fun, col.n_roots, False, path), "jit", "out_shardings",
+                       leaf_types=_SHARDING_TYPES)
+    return value if sharding is None else constrain(value, sharding)
+
+
+def _constrain_tree(spec: Any, out: Any) -> Any:
+    """``out`` constrained by ``spec``, a pytree prefix of shardings (None: unconstrained)."""
+    def one(s: Any, sub: Any) -> Any:
+        return sub if s is None else jax.tree.map(lambda x: constrain(x, s), sub)
+
+    return jax.tree.map(one, spec, out, is_leaf=lambda s: s is None or isinstance(s, _SHARDING_TYPES))
 
 
 def _infer_static(fun: Callable, argnums: Sequence[int], argnames: Sequence[str]) -> tuple[set, set]:

@@ -232,18 +232,24 @@ class Call:
         return write_back(self.flat, collected, forward_unchanged(self, collected, emitted, values))
 
     def run(self, leaves: list, select: Callable | None = None, target: Callable | None = None,
-            prefix: tuple = ()) -> tuple[Any, Collected, Flat]:
+            prefix: tuple = (), around: Any = None) -> tuple[Any, Collected, Flat]:
         """Inside: rebuild inputs from ``leaves``, call the function, collect inputs and output.
 
         ``select`` maps the function's raw result to what is collected as the output;
         ``target`` replaces the function (a cond branch, a loop body), called with
-        ``*prefix`` before the rebuilt arguments.
+        ``*prefix`` before the rebuilt arguments. ``around`` (vmap/scan transform_metadata)
+        has ``before(roots)``, run on the fresh inputs before the function, and
+        ``after(roots, out)``, run before they are collected.
         """
         gd = self.flat.graphdef
         roots, objs = enter(gd, leaves)
+        if around is not None:
+            around.before(roots)
         args, kwargs = self.split_roots(roots)
         result = (target or self.fun)(*prefix, *args, **kwargs)
         out = select(result) if select is not None else result
+        if around is not None:
+            around.after(roots, out)
         collected, flat2 = collect(gd, objs, leaves, roots, out)
         return result, collected, flat2
 

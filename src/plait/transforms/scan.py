@@ -13,7 +13,7 @@ because one value cannot hold a different write per step; carry it instead.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -24,12 +24,14 @@ from ..variables import RngState
 from .axes import Carry, SameKeys, resolve
 from .lift import Call, Facts, Store, check_callable, closes_over_state, eager, mapped_size, reject_removed_kwargs
 from .messages import broadcast_draw_error
+from .partition import AxisMetadata, check_transform_metadata
 from .refs import check_prefix, ref_leaves, ref_shape, ref_text
 from .vmap import arg_specs
 
 __all__ = ["scan"]
 
 _MISSING = object()
+_NO_METADATA: Mapping[str, Any] = {}
 
 
 def scan(
@@ -40,9 +42,14 @@ def scan(
     unroll: int | bool = 1,
     in_axes: Any = (Carry, 0),
     out_axes: Any = (Carry, 0),
+    transform_metadata: Mapping[str, Any] = _NO_METADATA,
     **removed: Any,
 ) -> Callable:
     """Scan ``f`` over stacked arguments; ``f(carry, x) -> (carry, y)`` by default.
+
+    ``transform_metadata={nnx.PARTITION_NAME: 'layers'}``: each step sees scanned Variables
+    without the scanned axis's name in their ``out_sharding`` (it is put back afterwards);
+    see ``docs/sharding.md``.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -59,15 +66,17 @@ def scan(
     """
     reject_removed_kwargs("scan", removed)
     if f is _MISSING:
-        return functools.partial(scan, length=length, reverse=reverse, unroll=unroll, in_axes=in_axes, out_axes=out_axes)
+        return functools.partial(scan, length=length, reverse=reverse, unroll=unroll, in_axes=in_axes, out_axes=out_axes,
+                                 transform_metadata=transform_metadata)
     check_callable(f, "scan")
 
     cache: dict = {}  # compiled per structure, for calls outside any trace
 
     @functools.wraps(f)
     def scanned(*args: Any, **kwargs: Any) -> Any:
-        return _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cache)
+        return _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cache, metadata)
 
+    metadata = check_transform_metadata(transform_metadata, "scan")
     return scanned
 
 
@@ -95,7 +104,7 @@ class _Context:
         self.store = Store()
 
 
-def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cache):
+def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cache, metadata=None):
     call = Call(f, "scan", args, kwargs)
     specs = arg_specs(in_axes, call.args, "scan", fun=f)
     same_keys: set[int] = set()  # broadcast RNG state that may be drawn from (nnx.SameKeys)
@@ -135,7 +144,7 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cach
     entry = cache.get(key)
     if entry is None:
         context = _Context()
-        fn = _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_axes, reverse, unroll)
+        fn = _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_axes, reverse, unroll, metadata)
         if eager() and not closes_over_state(f):
             fn = jax.jit(fn)
             if len(cache) > 32:
@@ -152,7 +161,7 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cach
     return call.finish(col, emitted, values)
 
 
-def _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_axes, reverse, unroll):
+def _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_axes, reverse, unroll, metadata=None):
     """The function that runs ``lax.scan``: every leaf in; the written state and the outputs
     out (as leaves of the output GraphDef), with the trace's facts."""
     scanned = [k for k, a in enumerate(axes) if type(a) is int]
@@ -174,7 +183,7 @@ def _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_
                 step[k] = v
             for k, v in zip(scanned, x):
                 step[k] = v
-            _, col, flat2 = call.run(step)
+            _, col, flat2 = call.run(step, around=AxisMetadata(axes, metadata) if metadata else None)
             if not col.same:
                 raise TransformError(
                     "scan: the structure of an input module changed inside a step (an attribute or "

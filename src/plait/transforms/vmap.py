@@ -12,7 +12,7 @@ which :func:`~plait.split_rngs` gives it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -34,11 +34,13 @@ from .lift import (
     reject_removed_kwargs,
 )
 from .messages import broadcast_draw_error
+from .partition import AxisMetadata, check_transform_metadata, shard_stacked
 from .refs import check_prefix
 
 __all__ = ["vmap", "pmap"]
 
 _MISSING = object()
+_NO_METADATA: Mapping[str, Any] = {}
 
 
 def vmap(
@@ -49,9 +51,14 @@ def vmap(
     axis_size: int | None = None,
     axis_name: Any = None,
     spmd_axis_name: Any = None,
+    transform_metadata: Mapping[str, Any] = _NO_METADATA,
     **removed: Any,
 ) -> Callable:
     """Vectorise ``f`` over an axis of its arguments; modules may be anywhere in them.
+
+    ``transform_metadata={nnx.PARTITION_NAME: 'layers'}`` names the mapped axis in the
+    ``out_sharding`` of mapped Variables (see ``docs/sharding.md``): a stack built here
+    has ``'layers'`` at its stacked axis, and the function sees each lane without it.
 
     Example:
         >>> import jax.numpy as jnp, plait as nnx
@@ -68,7 +75,8 @@ def vmap(
     reject_removed_kwargs("vmap", removed)
     if f is _MISSING:
         return functools.partial(
-            vmap, in_axes=in_axes, out_axes=out_axes, axis_size=axis_size, axis_name=axis_name, spmd_axis_name=spmd_axis_name
+            vmap, in_axes=in_axes, out_axes=out_axes, axis_size=axis_size, axis_name=axis_name,
+            spmd_axis_name=spmd_axis_name, transform_metadata=transform_metadata,
         )
     check_callable(f, "vmap")
 
@@ -80,8 +88,9 @@ def vmap(
 
     @functools.wraps(f)
     def vmapped(*args: Any, **kwargs: Any) -> Any:
-        return mapped_call("vmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size, cache)
+        return mapped_call("vmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size, cache, metadata)
 
+    metadata = check_transform_metadata(transform_metadata, "vmap")
     return vmapped
 
 
@@ -94,12 +103,13 @@ def pmap(
     axis_size: int | None = None,
     devices: Any = None,
     backend: str | None = None,
+    transform_metadata: Mapping[str, Any] = _NO_METADATA,
     **removed: Any,
 ) -> Callable:
     """Like :func:`vmap`, but each lane runs on its own device (``jax.pmap``).
 
-    The mapped size must not exceed the number of devices. Axes, ``StateAxes`` and the
-    rules for state are those of ``vmap``.
+    The mapped size must not exceed the number of devices. Axes, ``StateAxes``,
+    ``transform_metadata`` and the rules for state are those of ``vmap``.
 
     Example:
         >>> import jax, jax.numpy as jnp, plait as nnx
@@ -111,7 +121,8 @@ def pmap(
     reject_removed_kwargs("pmap", removed)
     if f is _MISSING:
         return functools.partial(pmap, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes,
-                                 axis_size=axis_size, devices=devices, backend=backend)
+                                 axis_size=axis_size, devices=devices, backend=backend,
+                                 transform_metadata=transform_metadata)
     check_callable(f, "pmap")
 
     def mapper(inner: Callable, leaf_axes: list, group_axes: tuple, size: int) -> Callable:
@@ -122,8 +133,9 @@ def pmap(
 
     @functools.wraps(f)
     def pmapped(*args: Any, **kwargs: Any) -> Any:
-        return mapped_call("pmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size, cache)
+        return mapped_call("pmap", mapper, f, args, kwargs, in_axes, out_axes, axis_size, cache, metadata)
 
+    metadata = check_transform_metadata(transform_metadata, "pmap")
     return pmapped
 
 
@@ -181,7 +193,7 @@ class _Context:
 
 
 def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwargs: dict, in_axes: Any, out_axes: Any,
-                axis_size: int | None, cache: dict | None = None) -> Any:
+                axis_size: int | None, cache: dict | None = None, metadata: Mapping | None = None) -> Any:
     """vmap and pmap: resolve axes per leaf, check them, map, write back.
 
     ``mapper(inner, leaf_axes, out_axes, size)`` calls the JAX transform. Called outside any
@@ -212,7 +224,7 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
     entry = cache.get(key) if cache is not None else None
     if entry is None:
         context = _Context()
-        fn = mapper(_mapped_inner(context, transform, specs, axes, same_keys, size, out_axes, group_axes),
+        fn = mapper(_mapped_inner(context, transform, specs, axes, same_keys, size, out_axes, group_axes, metadata),
                     axes, group_axes, size)
         if cache is not None and eager() and not closes_over_state(f):
             if transform == "vmap":  # jax.pmap compiles already
@@ -243,18 +255,27 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
     if differ:
         _per_lane_error(call, col, transform, differ, None)
     values = [v[0] if k2 in verify else v for k2, v in zip(emitted, values)]
-    return call.finish(col, emitted, values)
+    out = call.finish(col, emitted, values)
+    if metadata:
+        shard_stacked(out, metadata)
+    return out
 
 
 def _mapped_inner(context: _Context, transform: str, specs: tuple, axes: list, same_keys: set, size: int,
-                  out_axes: Any, group_axes: tuple) -> Callable:
+                  out_axes: Any, group_axes: tuple, metadata: Mapping | None = None) -> Callable:
     """The function JAX maps: all leaves in (mapped ones per lane), the written and new
     state and the output out, grouped by out axis, with the trace's facts."""
     group_of = {a: i for i, a in enumerate(group_axes)}
 
     def inner(leaves: list) -> tuple:
         call = context.call
-        _, col, flat2 = call.run(list(leaves))
+        around = None
+        if metadata:
+            def new_axis(flat: Any, k: int, n_roots: int) -> Any:
+                return _new_leaf_axis(call, n_roots, flat, k, flat.graphdef.leaf_paths[k], specs, out_axes, transform)
+
+            around = AxisMetadata(axes, metadata, new_axis)
+        _, col, flat2 = call.run(list(leaves), around=around)
         gd2 = col.graphdef
         if isinstance(out_axes, (tuple, list, dict)):
             check_prefix(out_axes, gd2.roots[-1], gd2, f"{transform}: out_axes")
@@ -269,7 +290,7 @@ def _mapped_inner(context: _Context, transform: str, specs: tuple, axes: list, s
                 if axis is None and i not in same_keys and isinstance(call.flat.slots[i], RngState):
                     raise broadcast_draw_error(call, i, transform, size)
             else:
-                axis = _new_leaf_axis(call, col, flat2, k2, path, specs, out_axes, transform)
+                axis = _new_leaf_axis(call, col.n_roots, flat2, k2, path, specs, out_axes, transform)
             if axis is None and transform == "pmap":
                 # jax.pmap returns device 0's value for out_axes None without checking the others,
                 # so broadcast writes come out per device and are compared outside.
@@ -282,14 +303,14 @@ def _mapped_inner(context: _Context, transform: str, specs: tuple, axes: list, s
     return inner
 
 
-def _new_leaf_axis(call: Call, col: Any, flat2: Any, k2: int, path: tuple, specs: tuple, out_axes: Any,
+def _new_leaf_axis(call: Call, n_roots: int, flat2: Any, k2: int, path: tuple, specs: tuple, out_axes: Any,
                    transform: str) -> Any:
     """The out axis of state created inside (or of the output): from out_axes, or from the
     in_axes of the argument whose module it was added to."""
     slot = flat2.slots[k2]
     value = slot if slot is not None else flat2.leaves[k2]
     root = path[0]
-    if root == col.n_roots:
+    if root == n_roots:
         spec, name = out_axes, "out_axes"
     elif root < call.n_args:
         spec, name = specs[root], "in_axes"

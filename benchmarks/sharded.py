@@ -1,0 +1,210 @@
+"""W7 sharded training: a scanned stack of Linear + Dropout blocks (examples/multihost.py's
+model, wider) trained with Adam on 8 host CPU devices, FSDP (mesh (8,)) and tensor-parallel
+(mesh 2x4), plait against raw ``jax.jit`` with ``NamedSharding`` in/out shardings on a
+pytree of arrays (the floor: the same math, no modules).
+
+    python benchmarks/sharded.py            # width 256, 4 blocks, batch 64
+    python benchmarks/sharded.py --smoke    # tiny, 2 repeats: checks the code paths
+
+Per step: medians of interleaved repeats (``harness.interleaved``), the ratio is the median
+of per-repeat ratios. First call: a new jitted function traced, compiled and run once
+(median of 3). The script sets ``XLA_FLAGS`` itself before JAX starts.
+
+Measured (2-core shared CPU box, 2026-12-02; ratios near 1 are within the noise):
+
+    layout   case     step ms   ratio  spread  first call s
+    fsdp     raw        9.371    1.00    0.00          1.85
+    fsdp     plait      9.213    0.91    0.25          1.81
+    tp 2x4   raw        9.402    1.00    0.00          1.85
+    tp 2x4   plait      8.189    0.93    0.52          1.60
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import AxisType, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import plait as nnx  # noqa: E402
+
+LAYOUTS = {
+    "fsdp": ((8,), ("data",), [("batch", "data"), ("embed", "data"), ("mlp", None), ("layers", None),
+                               ("activation", None)]),
+    "tp 2x4": ((2, 4), ("data", "model"), [("batch", "data"), ("embed", None), ("mlp", "model"), ("layers", None),
+                                           ("activation", None)]),
+}
+
+
+def plait_model(width: int, depth: int):
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(width, width, rngs=rngs,
+                                     kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp")),
+                                     bias_init=nnx.with_partitioning(nnx.initializers.zeros, ("mlp",)))
+            self.dropout = nnx.Dropout(0.1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.dropout(jax.nn.relu(self.linear(x)))
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            @nnx.split_rngs(splits=depth)
+            @nnx.vmap(axis_size=depth, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def stack(rngs):
+                return Block(rngs)
+
+            self.blocks = stack(rngs)
+            self.head = nnx.Linear(width, 1, rngs=rngs,
+                                   kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", None)))
+
+        def __call__(self, x):
+            @nnx.scan(in_axes=(nnx.Carry, nnx.StateAxes({nnx.RngState: nnx.Carry, ...: 0})), out_axes=nnx.Carry,
+                      transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def forward(x, block):
+                return nnx.with_sharding_constraint(block(x), ("batch", "activation"))
+
+            return self.head(forward(x, self.blocks))
+
+    def create():
+        return nnx.Optimizer(Model(nnx.Rngs(0)), optax.adam(1e-3), wrt=nnx.Param)
+
+    def train_step(optimizer, x, y):
+        def loss_fn(model):
+            return ((model(x) - y) ** 2).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(optimizer.model)
+        optimizer.update(optimizer.model, grads)
+        return loss
+
+    return create, train_step
+
+
+def raw_model(width: int, depth: int, mesh, rules):
+    tx = optax.adam(1e-3)
+
+    def spec(*names):
+        return NamedSharding(mesh, nnx.logical_to_mesh_axes(names, rules))
+
+    param_shardings = {"kernel": spec("layers", "embed", "mlp"), "bias": spec("layers", "mlp"),
+                       "head_kernel": spec("embed", None), "head_bias": spec(None)}
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        params = {
+            "kernel": jax.vmap(lambda k: jax.nn.initializers.lecun_normal()(k, (width, width)))(jax.random.split(k1, depth)),
+            "bias": jnp.zeros((depth, width)),
+            "head_kernel": jax.nn.initializers.lecun_normal()(k2, (width, 1)),
+            "head_bias": jnp.zeros((1,)),
+        }
+        return params, tx.init(params)
+
+    def loss_fn(params, x, y, key):
+        def body(h, layer):
+            kernel, bias, k = layer
+            h = jax.nn.relu(h @ kernel + bias)
+            keep = jax.random.bernoulli(k, 0.9, h.shape)
+            return jax.lax.with_sharding_constraint(jnp.where(keep, h / 0.9, 0.0), spec("batch", "activation")), None
+
+        h, _ = jax.lax.scan(body, x, (params["kernel"], params["bias"], jax.random.split(key, depth)))
+        return (((h @ params["head_kernel"] + params["head_bias"]) - y) ** 2).mean()
+
+    def train_step(params, opt_state, x, y, key, n):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, jax.random.fold_in(key, n))
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    opt_shardings = jax.tree.map(lambda _: NamedSharding(mesh, P()), abstract[1])
+    opt_shardings = (opt_shardings[0]._replace(mu=param_shardings, nu=param_shardings), opt_shardings[1])
+    return init, train_step, param_shardings, opt_shardings
+
+
+def measure(width: int, depth: int, batch: int, repeats: int, seconds: float) -> None:
+    rng = np.random.default_rng(0)
+    x_np = rng.normal(size=(batch, width)).astype(np.float32)
+    y_np = np.sin(x_np.sum(axis=1, keepdims=True)).astype(np.float32)
+    print(f"W7 sharded training, width {width}, {depth} blocks, batch {batch}, {jax.device_count()} CPU devices")
+    print(f"{'layout':8} {'case':6} {'step ms':>9} {'ratio':>7} {'spread':>7} {'first call s':>13}")
+    for layout, (shape, names, rules) in LAYOUTS.items():
+        measure_layout(layout, shape, names, rules, width, depth, x_np, y_np, repeats, seconds)
+
+
+def measure_layout(layout: str, shape: tuple, names: tuple, rules: list, width: int, depth: int, x_np, y_np,
+                   repeats: int, seconds: float) -> None:
+    mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape))
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+        batch_sharding = NamedSharding(mesh, nnx.logical_to_mesh_axes(("batch", None)))
+        x, y = jax.device_put(x_np, batch_sharding), jax.device_put(y_np, batch_sharding)
+
+        create, plait_step = plait_model(width, depth)
+        shardings = nnx.get_named_sharding(nnx.state(nnx.eval_shape(create)), mesh)
+        optimizer = nnx.jit(create, out_shardings=shardings)()
+
+        def plait_jitted():
+            return nnx.jit(plait_step, in_shardings=(shardings, batch_sharding, batch_sharding))
+
+        init, raw_step, p_sh, o_sh = raw_model(width, depth, mesh, rules)
+        params, opt_state = jax.jit(init, out_shardings=(p_sh, o_sh))(jax.random.key(0))
+        key_sharding = NamedSharding(mesh, P())
+
+        def raw_jitted():
+            return jax.jit(raw_step,
+                           in_shardings=(p_sh, o_sh, batch_sharding, batch_sharding, key_sharding, key_sharding),
+                           out_shardings=(p_sh, o_sh, NamedSharding(mesh, P())))
+
+        raw_state = {"params": params, "opt": opt_state, "key": jax.device_put(jax.random.key(1), key_sharding),
+                     "n": 0}
+
+        def raw_call(fn):
+            raw_state["n"] += 1
+            p, o, loss = fn(raw_state["params"], raw_state["opt"], x, y, raw_state["key"], raw_state["n"])
+            raw_state["params"], raw_state["opt"] = p, o
+            return loss
+
+        def first_call(make, run):
+            times = []
+            for _ in range(3):
+                jax.clear_caches()
+                t0 = time.perf_counter()
+                harness.block(run(make()))
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+
+        first = {"raw": first_call(raw_jitted, raw_call),
+                 "plait": first_call(plait_jitted, lambda fn: fn(optimizer, x, y))}
+        raw_fn, plait_fn = raw_jitted(), plait_jitted()
+        timing = harness.interleaved({"raw": lambda: raw_call(raw_fn), "plait": lambda: plait_fn(optimizer, x, y)},
+                                     baseline="raw", repeats=repeats, seconds=seconds)
+        assert optimizer.model.blocks.linear.kernel.value.sharding == shardings["model"]["blocks"]["linear"][
+            "kernel"].value
+        for case in ("raw", "plait"):
+            print(f"{layout:8} {case:6} {timing.median(case) * 1e3:9.3f} {timing.ratio(case):7.2f} "
+                  f"{timing.spread(case):7.2f} {first[case]:13.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        measure(width=16, depth=2, batch=16, repeats=2, seconds=0.05)
+    else:
+        measure(width=256, depth=4, batch=64, repeats=7, seconds=0.5)
+
+
+if __name__ == "__main__":
+    main()
