@@ -67,3 +67,28 @@ def test_views_use_the_same_check():
     with pytest.raises(nnx.TransformError, match="nnx.view_info"):
         nnx.view_info(nnx.Dropout(0.1), graph=False)
     assert nnx.view_info(nnx.Dropout(0.1), graph=None).startswith("Dropout:")
+
+
+TRANSFORMS_WITH_GRAPH = ["jit", "grad", "value_and_grad", "vmap", "pmap", "scan", "remat", "checkify",
+                         "custom_vjp", "make_jaxpr"]
+
+
+@pytest.mark.parametrize("name", TRANSFORMS_WITH_GRAPH)
+def test_every_transform_accepts_graph_true_and_refuses_false(name):
+    transform = getattr(nnx, name)
+    transform(lambda x: x, graph=True, graph_updates=True)  # plait's one mode: accepted
+    with pytest.raises(nnx.TransformError, match="graph=False"):
+        transform(lambda x: x, graph=False)
+    with pytest.raises(nnx.TransformError, match="graph_updates=False"):
+        transform(lambda x: x, graph_updates=False)
+
+
+def test_graph_functions_and_loops_take_graph_too():
+    m = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+    nnx.split(m, graph=True)
+    nnx.state(m, graph=True)
+    nnx.cond(True, lambda m: None, lambda m: None, m, graph=True)
+    with pytest.raises(nnx.TransformError, match="graph=False"):
+        nnx.split(m, graph=False)
+    with pytest.raises(nnx.TransformError, match="graph=False"):
+        nnx.fori_loop(0, 1, lambda i, m: m, m, graph=False)

@@ -794,9 +794,6 @@ def test_pmap_matches_the_per_lane_loop_on_four_devices():
     assert finish_multi_device(start_multi_device(script)) == {"devices": 4}
 
 
-@pytest.mark.xfail(strict=True, reason="pmap with no mapped argument (everything in_axes=None, axis_size given) "
-                   "fails with JAX's bare ValueError 'pmap requires at least one argument with a mapped axis' "
-                   "from inside jax.pmap instead of a plait error saying what to map")
 def test_pmap_without_a_mapped_argument_is_a_plait_error():
     from plait.errors import PlaitError
 

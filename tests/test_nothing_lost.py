@@ -118,3 +118,36 @@ def test_assigning_a_list_stores_a_tracked_copy():
     assert len(f(m, jnp.ones((1, 2)))) == 1
     m.layers.append(nnx.Linear(2, 2, rngs=nnx.Rngs(1)))  # through the module: seen by the cached jit
     assert len(f(m, jnp.ones((1, 2)))) == 2
+
+
+# -- donation and snapshots --------------------------------------------------------------------
+
+
+def test_donation_keeps_an_earlier_state_snapshot_readable():
+    m = nnx.Linear(8, 8, rngs=nnx.Rngs(0))
+
+    def step(m):
+        m.kernel.value = m.kernel.value + 1
+
+    f = nnx.jit(step, donate_argnums=0)
+    f(m)
+    snapshot = nnx.state(m)
+    before = np.asarray(snapshot["kernel"].value)
+    f(m)
+    assert not snapshot["kernel"].value.is_deleted()  # the State still reads
+    np.testing.assert_array_equal(np.asarray(snapshot["kernel"].value), before)
+    np.testing.assert_allclose(np.asarray(m.kernel.value), before + 1)
+
+
+def test_donation_still_reuses_the_buffer_when_nothing_else_holds_it():
+    m = nnx.Linear(64, 64, rngs=nnx.Rngs(0))
+
+    def step(m):
+        m.kernel.value = m.kernel.value + 1
+
+    f = nnx.jit(step, donate_argnums=0)
+    f(m)
+    f(m)
+    pointer = m.kernel.value.unsafe_buffer_pointer()
+    f(m)
+    assert m.kernel.value.unsafe_buffer_pointer() == pointer

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from .. import object as _object
 from ..encoding import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node, unflatten
 from ..errors import TransformError
+from ..mode import check_graph_mode
 from ..sharding_rules import constrain
 from .axes import resolve
 from .lift import Collected, bind_arguments, check_callable, collect, path_text, write_back
@@ -59,10 +61,12 @@ jax.tree_util.register_pytree_node(_Info, lambda info: ((), info), lambda info, 
 class _Entry:
     """One compiled function per (structure, argument layout)."""
 
-    __slots__ = ("jitted", "node_pos", "plain_pos", "static_pos", "graph_kw", "n_args")
+    __slots__ = ("jitted", "node_pos", "plain_pos", "static_pos", "graph_kw", "n_args", "donated")
 
-    def __init__(self, jitted: Any, node_pos: tuple, plain_pos: tuple, static_pos: tuple, graph_kw: tuple, n_args: int):
+    def __init__(self, jitted: Any, node_pos: tuple, plain_pos: tuple, static_pos: tuple, graph_kw: tuple, n_args: int,
+                 donated: tuple = ()):
         self.jitted = jitted
+        self.donated = donated  # leaves whose buffers the compiled function donates
         self.node_pos = node_pos
         self.plain_pos = plain_pos
         self.static_pos = static_pos
@@ -218,6 +222,8 @@ class JitWrapped:
 
     def _run(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict) -> Any:
         leaves, inputs = self._inputs(flat, entry, args, kwargs)
+        if entry.donated:
+            inputs = _keep_snapshots(entry.donated, leaves, inputs)
         info, values, out = entry.jitted(*inputs)
         if info.fast:
             slots = flat.slots
@@ -320,7 +326,7 @@ class JitWrapped:
             inline=self.inline,
             **options,
         )
-        return _Entry(jitted, node_pos, plain_pos, static_pos, graph_kw, n_args)
+        return _Entry(jitted, node_pos, plain_pos, static_pos, graph_kw, n_args, tuple(sorted(donated)))
 
 
 _SHARDING_TYPES = (jax.sharding.Sharding, jax.sharding.PartitionSpec)
@@ -345,6 +351,24 @@ def _constrain_tree(spec: Any, out: Any) -> Any:
         return sub if s is None else jax.tree.map(lambda x: constrain(x, s), sub)
 
     return jax.tree.map(one, spec, out, is_leaf=lambda s: s is None or isinstance(s, _SHARDING_TYPES))
+
+
+# References an array of a donated leaf has while only the model holds it: the Variable's slot,
+# the leaves list, the inputs tuple, and getrefcount's own argument.
+_OWN_REFERENCES = 4
+
+
+def _keep_snapshots(donated: tuple, leaves: list, inputs: tuple) -> tuple:
+    """Donating a buffer deletes it, but a State taken with ``nnx.state``/``nnx.split`` before the
+    call (a snapshot) may hold the same array. Such an array (one with more references than the
+    model's own) is copied, and the copy donated, so the snapshot stays readable."""
+    shared = [k for k in donated if sys.getrefcount(leaves[k]) > _OWN_REFERENCES]
+    if not shared:
+        return inputs
+    inputs = list(inputs)
+    for k in shared:
+        inputs[k] = jax.numpy.copy(leaves[k])
+    return tuple(inputs)
 
 
 def _infer_static(fun: Callable, argnums: Sequence[int], argnames: Sequence[str]) -> tuple[set, set]:
@@ -398,6 +422,8 @@ def jit(
     inline: bool = False,
     in_shardings: Any = _UNSET,
     out_shardings: Any = _UNSET,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
 ) -> Any:
     """Compile ``fun`` with ``jax.jit``; modules in its arguments are updated in place.
 
@@ -417,6 +443,7 @@ def jit(
         >>> bool(jnp.allclose(model.kernel.value, before * 0.5))
         True
     """
+    check_graph_mode("nnx.jit", graph, graph_updates)
     if fun is _MISSING:
         return functools.partial(
             jit, static_argnums=static_argnums, static_argnames=static_argnames,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ..errors import StateError, TransformError
+from ..mode import check_graph_mode
 from ..variables import RngState
 from .axes import Carry, SameKeys, resolve
 from .lift import Call, Facts, Store, check_callable, closes_over_state, eager, mapped_size, reject_removed_kwargs
@@ -43,6 +44,8 @@ def scan(
     in_axes: Any = (Carry, 0),
     out_axes: Any = (Carry, 0),
     transform_metadata: Mapping[str, Any] = _NO_METADATA,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
     **removed: Any,
 ) -> Callable:
     """Scan ``f`` over stacked arguments; ``f(carry, x) -> (carry, y)`` by default.
@@ -64,6 +67,7 @@ def scan(
         >>> forward(jnp.ones(2), layers).shape
         (2,)
     """
+    check_graph_mode("nnx.scan", graph, graph_updates)
     reject_removed_kwargs("scan", removed)
     if f is _MISSING:
         return functools.partial(scan, length=length, reverse=reverse, unroll=unroll, in_axes=in_axes, out_axes=out_axes,

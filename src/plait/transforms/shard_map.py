@@ -15,6 +15,7 @@ import jax
 from jax.sharding import PartitionSpec
 
 from ..errors import AxisError, TransformError
+from ..mode import check_graph_mode
 from .axes import StateAxes, resolve
 from .lift import Call, check_callable, forward_unchanged
 
@@ -45,6 +46,8 @@ def shard_map(
     in_specs: Any,
     out_specs: Any,
     check_vma: bool = True,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
 ) -> Callable:
     """Map ``f`` over the shards of its arguments on ``mesh`` (``jax.shard_map``).
 
@@ -57,6 +60,7 @@ def shard_map(
         >>> f(model, jnp.ones((4, 2))).shape
         (4, 2)
     """
+    check_graph_mode("nnx.shard_map", graph, graph_updates)
     if f is _MISSING:
         return functools.partial(shard_map, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check_vma)
     check_callable(f, "shard_map")

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from ..encoding import flatten, is_graph_node
 from ..errors import AxisError, StateError, TransformError
+from ..mode import check_graph_mode
 from ..variables import RngState
 from .axes import Carry, SameKeys, StateAxes, resolve
 from .lift import (
@@ -52,6 +53,8 @@ def vmap(
     axis_name: Any = None,
     spmd_axis_name: Any = None,
     transform_metadata: Mapping[str, Any] = _NO_METADATA,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
     **removed: Any,
 ) -> Callable:
     """Vectorise ``f`` over an axis of its arguments; modules may be anywhere in them.
@@ -72,6 +75,7 @@ def vmap(
         >>> nnx.vmap(lambda m, x: m(x), in_axes=(0, None))(models, jnp.ones(3)).shape
         (4, 2)
     """
+    check_graph_mode("nnx.vmap", graph, graph_updates)
     reject_removed_kwargs("vmap", removed)
     if f is _MISSING:
         return functools.partial(
@@ -104,6 +108,8 @@ def pmap(
     devices: Any = None,
     backend: str | None = None,
     transform_metadata: Mapping[str, Any] = _NO_METADATA,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
     **removed: Any,
 ) -> Callable:
     """Like :func:`vmap`, but each lane runs on its own device (``jax.pmap``).
@@ -118,6 +124,7 @@ def pmap(
         >>> nnx.pmap(lambda m, x: m(x), in_axes=(None, 0))(model, jnp.ones((n, 2))).shape == (n, 2)
         True
     """
+    check_graph_mode("nnx.pmap", graph, graph_updates)
     reject_removed_kwargs("pmap", removed)
     if f is _MISSING:
         return functools.partial(pmap, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes,
@@ -214,7 +221,13 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
                 same_keys.add(k)
             axis = None
         axes.append(axis)
-    size, _ = mapped_size(call, axes, axis_size, transform, "axis_size")
+    size, mapped = mapped_size(call, axes, axis_size, transform, "axis_size")
+    if transform == "pmap" and not mapped:
+        raise TransformError(
+            "pmap: nothing is mapped (every in_axes entry is None); jax.pmap needs at least one argument with "
+            "a device axis, even with axis_size.\nMap an argument over the devices, e.g. "
+            "nnx.pmap(f, in_axes=(None, 0))(model, x) with x of shape (n_devices, ...), or use nnx.vmap."
+        )
 
     group_axes = tuple(sorted(
         spec_axes(in_axes) | spec_axes(out_axes) | {0},
