@@ -28,6 +28,7 @@ from ..encoding import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node
 from ..errors import TransformError
 from ..mode import check_graph_mode
 from ..sharding_rules import constrain
+from ..variables import Variable
 from .axes import resolve
 from .lift import Collected, bind_arguments, check_callable, collect, path_text, write_back
 
@@ -360,15 +361,23 @@ _OWN_REFERENCES = 4
 
 def _keep_snapshots(donated: tuple, leaves: list, inputs: tuple) -> tuple:
     """Donating a buffer deletes it, but a State taken with ``nnx.state``/``nnx.split`` before the
-    call (a snapshot) may hold the same array. Such an array (one with more references than the
-    model's own) is copied, and the copy donated, so the snapshot stays readable."""
-    shared = [k for k in donated if sys.getrefcount(leaves[k]) > _OWN_REFERENCES]
+    call (a snapshot) may hold the same array. Such an array is copied, and the copy donated, so
+    the snapshot stays readable. Other holders (a local variable) see JAX's donation as usual.
+    Who holds an array is only asked when something besides the model does (rare, and slow)."""
+    shared = [k for k in donated if sys.getrefcount(leaves[k]) > _OWN_REFERENCES and _in_a_snapshot(leaves[k])]
     if not shared:
         return inputs
     inputs = list(inputs)
     for k in shared:
         inputs[k] = jax.numpy.copy(leaves[k])
     return tuple(inputs)
+
+
+def _in_a_snapshot(array: Any) -> bool:
+    """A Variable of a State (``state``/``split`` copies have no trace of their own) holds ``array``."""
+    import gc
+
+    return any(isinstance(r, Variable) and r._trace is None and r._value is array for r in gc.get_referrers(array))
 
 
 def _infer_static(fun: Callable, argnums: Sequence[int], argnames: Sequence[str]) -> tuple[set, set]:
