@@ -294,6 +294,46 @@ def eager() -> bool:
     return _object.trace_state() == _TOP
 
 
+class TraceContext:
+    """What an inner function reads at trace time: the call being traced, and a Store for the
+    trace's facts. A compiled function kept in a :class:`Compiled` cache outlives its first
+    call, so it must not hold that call (or its arrays) itself; the caller sets both around
+    each JAX call."""
+
+    __slots__ = ("call", "store")
+
+    def __init__(self) -> None:
+        self.call: Call | None = None
+        self.store = Store()
+
+
+class Compiled:
+    """One transformed function's JAX functions by structure key. Built anew under a trace;
+    called eagerly, built once per key and kept (wrapped in ``jax.jit`` with ``jit=True``), so a
+    second eager call with the same structure does not run the Python function again. A
+    function that closes over arrays or modules is never kept (it would read stale values)."""
+
+    __slots__ = ("entries", "jit")
+
+    def __init__(self, jit: bool = True) -> None:
+        self.entries: dict = {}
+        self.jit = jit
+
+    def get(self, key: Any, f: Callable, build: Callable[[TraceContext], Callable]) -> tuple[Callable, TraceContext]:
+        entry = self.entries.get(key)
+        if entry is not None:
+            return entry
+        context = TraceContext()
+        fn = build(context)
+        if eager() and not closes_over_state(f):
+            if self.jit:
+                fn = jax.jit(fn)
+            if len(self.entries) > 32:
+                self.entries.clear()
+            self.entries[key] = (fn, context)
+        return fn, context
+
+
 def closes_over_state(fun: Callable) -> bool:
     """``fun`` (or a function it wraps) holds arrays or graph objects in its closure or
     defaults: a compiled, cached version would keep their first values."""

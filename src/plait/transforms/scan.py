@@ -23,7 +23,7 @@ from ..errors import StateError, TransformError
 from ..mode import check_graph_mode
 from ..variables import RngState
 from .axes import Carry, SameKeys, resolve
-from .lift import Call, Facts, Store, check_callable, closes_over_state, eager, mapped_size, reject_removed_kwargs
+from .lift import Call, Compiled, Facts, Store, check_callable, mapped_size, reject_removed_kwargs
 from .messages import broadcast_draw_error
 from .partition import AxisMetadata, check_transform_metadata
 from .refs import check_prefix, ref_leaves, ref_shape, ref_text
@@ -74,7 +74,7 @@ def scan(
                                  transform_metadata=transform_metadata)
     check_callable(f, "scan")
 
-    cache: dict = {}  # compiled per structure, for calls outside any trace
+    cache = Compiled()  # compiled per structure, for calls outside any trace
 
     @functools.wraps(f)
     def scanned(*args: Any, **kwargs: Any) -> Any:
@@ -96,16 +96,6 @@ def _carry_positions(spec: Any, name: str) -> list[int]:
             "position is the carry. Put several carried values in one tuple: f((a, b), x)"
         )
     return found
-
-
-class _Context:
-    """The call being traced; a cached compiled scan must not hold its first call's arrays."""
-
-    __slots__ = ("call", "store")
-
-    def __init__(self) -> None:
-        self.call: Call | None = None
-        self.store = Store()
 
 
 def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cache, metadata=None):
@@ -145,17 +135,8 @@ def _scan_call(f, args, kwargs, length, reverse, unroll, in_axes, out_axes, cach
     size, scanned = mapped_size(call, axes, length, "scan", "length")
 
     key = (call.graphdef, tuple(axes), size, frozenset(same_keys), call.n_args)
-    entry = cache.get(key)
-    if entry is None:
-        context = _Context()
-        fn = _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_axes, reverse, unroll, metadata)
-        if eager() and not closes_over_state(f):
-            fn = jax.jit(fn)
-            if len(cache) > 32:
-                cache.clear()
-            cache[key] = (fn, context)
-    else:
-        fn, context = entry
+    fn, context = cache.get(key, f, lambda context: _scan_outer(
+        context, specs, axes, same_keys, size, carry_in, carry_out, out_axes, reverse, unroll, metadata))
     context.call, context.store = call, Store()
     try:
         facts, values = fn(call.leaves)

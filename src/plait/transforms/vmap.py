@@ -25,12 +25,12 @@ from ..variables import RngState
 from .axes import Carry, SameKeys, StateAxes, resolve
 from .lift import (
     Call,
+    Compiled,
     Facts,
     Store,
+    TraceContext,
     arg_names,
     check_callable,
-    closes_over_state,
-    eager,
     mapped_size,
     reject_removed_kwargs,
 )
@@ -88,7 +88,7 @@ def vmap(
         return jax.vmap(inner, in_axes=(leaf_axes,), out_axes=(0, group_axes), axis_size=size,
                         axis_name=axis_name, spmd_axis_name=spmd_axis_name)
 
-    cache: dict = {}  # compiled per structure, for calls outside any trace
+    cache = Compiled()  # compiled per structure, for calls outside any trace
 
     @functools.wraps(f)
     def vmapped(*args: Any, **kwargs: Any) -> Any:
@@ -136,7 +136,7 @@ def pmap(
         return jax.pmap(inner, axis_name=axis_name, in_axes=(leaf_axes,), out_axes=(0, group_axes),
                         axis_size=size, devices=devices, backend=backend)
 
-    cache: dict = {}  # jax.pmap compiles; one mapped function per structure keeps its cache
+    cache = Compiled(jit=False)  # jax.pmap compiles itself; one pmapped function per structure keeps its cache
 
     @functools.wraps(f)
     def pmapped(*args: Any, **kwargs: Any) -> Any:
@@ -188,19 +188,8 @@ def spec_axes(spec: Any) -> set:
     return out
 
 
-class _Context:
-    """What an inner function reads at trace time: the call being traced. A cached compiled
-    function outlives its first call, so it must not hold that call (or its arrays) itself."""
-
-    __slots__ = ("call", "store")
-
-    def __init__(self) -> None:
-        self.call: Call | None = None
-        self.store = Store()
-
-
 def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwargs: dict, in_axes: Any, out_axes: Any,
-                axis_size: int | None, cache: dict | None = None, metadata: Mapping | None = None) -> Any:
+                axis_size: int | None, cache: Compiled, metadata: Mapping | None = None) -> Any:
     """vmap and pmap: resolve axes per leaf, check them, map, write back.
 
     ``mapper(inner, leaf_axes, out_axes, size)`` calls the JAX transform. Called outside any
@@ -234,19 +223,9 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
         key=lambda a: (a is None, a if a is not None else 0),
     ))
     key = (call.graphdef, tuple(axes), size, frozenset(same_keys), call.n_args)
-    entry = cache.get(key) if cache is not None else None
-    if entry is None:
-        context = _Context()
-        fn = mapper(_mapped_inner(context, transform, specs, axes, same_keys, size, out_axes, group_axes, metadata),
-                    axes, group_axes, size)
-        if cache is not None and eager() and not closes_over_state(f):
-            if transform == "vmap":  # jax.pmap compiles already
-                fn = jax.jit(fn)
-            if len(cache) > 32:
-                cache.clear()
-            cache[key] = (fn, context)
-    else:
-        fn, context = entry
+    fn, context = cache.get(key, f, lambda context: mapper(
+        _mapped_inner(context, transform, specs, axes, same_keys, size, out_axes, group_axes, metadata),
+        axes, group_axes, size))
     context.call, context.store = call, Store()
     try:
         facts, results = fn(call.leaves)
@@ -274,7 +253,7 @@ def mapped_call(transform: str, mapper: Callable, f: Callable, args: tuple, kwar
     return out
 
 
-def _mapped_inner(context: _Context, transform: str, specs: tuple, axes: list, same_keys: set, size: int,
+def _mapped_inner(context: TraceContext, transform: str, specs: tuple, axes: list, same_keys: set, size: int,
                   out_axes: Any, group_axes: tuple, metadata: Mapping | None = None) -> Callable:
     """The function JAX maps: all leaves in (mapped ones per lane), the written and new
     state and the output out, grouped by out axis, with the trace's facts."""
