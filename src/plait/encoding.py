@@ -265,15 +265,25 @@ class _Flattener:
         self.post: list = []  # ("node", i) / ("leaf", k), children before parents (for iter_graph)
         self.revisits: list = []  # (node, path): a node reached again by another path
 
+    def node(self, value: Any, path: tuple) -> tuple[int, bool]:
+        """The node index of a graph node, and whether this is its first visit (then it is
+        registered; its entry in ``nodes`` is filled by the caller)."""
+        i = self.index.get(id(value))
+        if i is not None:
+            self.revisits.append((i, path))
+            return i, False
+        i = len(self.nodes)
+        self.index[id(value)] = i
+        self.objs.append(value)
+        self.nodes.append(None)
+        self.node_paths.append(path)
+        return i, True
+
     def ref(self, value: Any, path: tuple) -> Any:
         if isinstance(value, Variable):
-            i = self.index.get(id(value))
-            if i is not None:
-                self.revisits.append((i, path))
+            i, first = self.node(value, path)
+            if not first:
                 return i
-            i = len(self.nodes)
-            self.index[id(value)] = i
-            self.objs.append(value)
             value._plait_seen = True
             k = len(self.leaves)
             self.leaves.append(value._value)
@@ -281,20 +291,13 @@ class _Flattener:
             self.leaf_nodes.append(i)
             self.leaf_owners.append(self.owner)
             meta = value._meta
-            self.nodes.append(VariableNode(VAR, type(value), _static_items(meta) if meta else (), k))
-            self.node_paths.append(path)
+            self.nodes[i] = VariableNode(VAR, type(value), _static_items(meta) if meta else (), k)
             self.post.append(("node", i))
             return i
         if isinstance(value, Object):
-            i = self.index.get(id(value))
-            if i is not None:
-                self.revisits.append((i, path))
+            i, first = self.node(value, path)
+            if not first:
                 return i
-            i = len(self.nodes)
-            self.index[id(value)] = i
-            self.objs.append(value)
-            self.nodes.append(None)
-            self.node_paths.append(path)
             object.__setattr__(value, "_plait_seen", True)
             saved = self.owner
             items = []
