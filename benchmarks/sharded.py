@@ -67,47 +67,11 @@ LAYOUTS = {
 
 
 def plait_model(width: int, depth: int):
-    class Block(nnx.Module):
-        def __init__(self, rngs):
-            self.linear = nnx.Linear(width, width, rngs=rngs,
-                                     kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp")),
-                                     bias_init=nnx.with_partitioning(nnx.initializers.zeros, ("mlp",)))
-            self.dropout = nnx.Dropout(0.1, rngs=rngs)
+    """examples/multihost.py's model (the seed's scanned Linear+Dropout stack), at this size."""
+    sys.path.insert(0, os.path.join(HERE, "..", "examples"))
+    import multihost
 
-        def __call__(self, x):
-            return self.dropout(jax.nn.relu(self.linear(x)))
-
-    class Model(nnx.Module):
-        def __init__(self, rngs):
-            @nnx.split_rngs(splits=depth)
-            @nnx.vmap(axis_size=depth, transform_metadata={nnx.PARTITION_NAME: "layers"})
-            def stack(rngs):
-                return Block(rngs)
-
-            self.blocks = stack(rngs)
-            self.head = nnx.Linear(width, 1, rngs=rngs,
-                                   kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", None)))
-
-        def __call__(self, x):
-            @nnx.scan(in_axes=(nnx.Carry, nnx.StateAxes({nnx.RngState: nnx.Carry, ...: 0})), out_axes=nnx.Carry,
-                      transform_metadata={nnx.PARTITION_NAME: "layers"})
-            def forward(x, block):
-                return nnx.with_sharding_constraint(block(x), ("batch", "activation"))
-
-            return self.head(forward(x, self.blocks))
-
-    def create():
-        return nnx.Optimizer(Model(nnx.Rngs(0)), optax.adam(1e-3), wrt=nnx.Param)
-
-    def train_step(optimizer, x, y):
-        def loss_fn(model):
-            return ((model(x) - y) ** 2).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(optimizer.model)
-        optimizer.update(optimizer.model, grads)
-        return loss
-
-    return create, train_step
+    return multihost.build(width, depth, lr=1e-3)
 
 
 def flax_model(width: int, depth: int, rules: list):

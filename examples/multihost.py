@@ -41,9 +41,9 @@ LAYOUTS = {
 }
 
 
-def build():
+def build(width: int = W, depth: int = DEPTH, lr: float = 1e-2):
     """The model and optimizer classes (imported lazily: JAX must not start before
-    ``jax.distributed.initialize``)."""
+    ``jax.distributed.initialize``). ``benchmarks/sharded.py`` builds the same model, wider."""
     import jax
     import optax
 
@@ -52,7 +52,7 @@ def build():
     class Block(nnx.Module):
         def __init__(self, rngs: nnx.Rngs):
             self.linear = nnx.Linear(
-                W, W, rngs=rngs,
+                width, width, rngs=rngs,
                 kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp")),
                 bias_init=nnx.with_partitioning(nnx.initializers.zeros, ("mlp",)),
             )
@@ -63,13 +63,13 @@ def build():
 
     class Model(nnx.Module):
         def __init__(self, rngs: nnx.Rngs):
-            @nnx.split_rngs(splits=DEPTH)
-            @nnx.vmap(axis_size=DEPTH, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            @nnx.split_rngs(splits=depth)
+            @nnx.vmap(axis_size=depth, transform_metadata={nnx.PARTITION_NAME: "layers"})
             def stack(rngs):
                 return Block(rngs)
 
             self.blocks = stack(rngs)
-            self.head = nnx.Linear(W, 1, rngs=rngs,
+            self.head = nnx.Linear(width, 1, rngs=rngs,
                                    kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", None)))
 
         def __call__(self, x):
@@ -86,7 +86,7 @@ def build():
 
     def create() -> nnx.Optimizer:
         model = Model(nnx.Rngs(0))
-        return nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+        return nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
 
     def train_step(optimizer, x, y):
         def loss_fn(model):
