@@ -107,10 +107,7 @@ def view(node: A, /, *, only: Filter = ..., raise_if_not_found: bool = True, gra
             set_view(**chosen)
             remaining -= names
         elif isinstance(obj, Module):
-            for name, value in kwargs.items():
-                if _has_attribute(obj, name):
-                    setattr(obj, name, value)
-                    remaining.discard(name)
+            remaining -= _set_existing(obj, kwargs)
     if raise_if_not_found and remaining:
         raise _not_found("nnx.view", node, remaining)
     return out
@@ -135,13 +132,18 @@ def with_attributes(node: A, /, *, only: Filter = ..., raise_if_not_found: bool 
     out = _copy_sharing_variables(node)
     for path, obj in iter_graph(out):
         if isinstance(obj, Module) and predicate(path, obj):
-            for name, value in attributes.items():
-                if _has_attribute(obj, name):
-                    setattr(obj, name, value)
-                    remaining.discard(name)
+            remaining -= _set_existing(obj, attributes)
     if raise_if_not_found and remaining:
         raise _not_found("nnx.with_attributes", node, remaining)
     return out
+
+
+def _set_existing(module: Module, attributes: dict) -> set:
+    """Set the attributes ``module`` already has (a view never adds one); return their names."""
+    found = {name for name in attributes if _has_attribute(module, name)}
+    for name in found:
+        setattr(module, name, attributes[name])
+    return found
 
 
 #: Attributes of plait's layers that select a mode (what a reference layer's set_view takes).
