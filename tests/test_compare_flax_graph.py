@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -219,3 +220,59 @@ def test_to_tree_from_tree_keep_sharing_and_values_alike():
     back, fback = nnx.from_tree(tree), fnnx.from_tree(ftree)
     assert (back["a"] is back["b"]) and (fback["a"] is fback["b"]) and back["x"] == fback["x"] == 1
     assert back["a"] is not p.linear and fback["a"] is not f.linear
+
+
+# -- order: attributes and keys sorted, as the reference ------------------------------------------
+def _ordered_models():
+    """Attributes set in an order that is not sorted, with a dict and RNG streams."""
+
+    class P(nnx.Module):
+        def __init__(self, rngs):
+            self.zeta = nnx.Linear(2, 3, rngs=rngs)
+            self.alpha = nnx.BatchNorm(3, rngs=rngs)
+            self.mid = {"y": nnx.Param(jnp.ones(2)), "x": nnx.Param(jnp.zeros(2))}
+            self.rngs = nnx.Rngs(dropout=1, default=0)
+
+    class F(fnnx.Module):
+        def __init__(self, rngs):
+            self.zeta = fnnx.Linear(2, 3, rngs=rngs)
+            self.alpha = fnnx.BatchNorm(3, rngs=rngs)
+            self.mid = fnnx.Dict({"y": fnnx.Param(jnp.ones(2)), "x": fnnx.Param(jnp.zeros(2))})
+            self.rngs = fnnx.Rngs(dropout=1, default=0)
+
+    return P(nnx.Rngs(0)), F(fnnx.Rngs(0))
+
+
+def _paths(pairs):
+    return [tuple(p) for p, _ in pairs]
+
+
+def test_state_keys_and_tree_leaves_come_in_the_references_order():
+    p, f = _ordered_models()
+    ps, fs = nnx.state(p), fnnx.state(f)
+    assert list(ps) == list(fs) == ["alpha", "mid", "rngs", "zeta"]
+    assert list(ps["rngs"]) == list(fs["rngs"]) == ["default", "dropout"]
+    assert list(ps["mid"]) == list(fs["mid"]) == ["x", "y"]
+    mine = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(ps)]
+    theirs = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(fs)]
+    assert mine == theirs
+    # Leaves zipped by position line up: a flat list checkpoint written by one loads in the other.
+    for a, b in zip(jax.tree.leaves(nnx.state(p, nnx.Param)), jax.tree.leaves(fnnx.state(f, fnnx.Param))):
+        assert np.shape(a) == np.shape(b)
+
+
+def test_iter_graph_iter_modules_and_split_order_match_the_reference():
+    p, f = _ordered_models()
+    mine = [p_ for p_ in _paths(nnx.iter_graph(p)) if not any(str(k).startswith("_") for k in p_)]
+    theirs = [p_ for p_ in _paths(fnnx.iter_graph(f)) if not any(str(k).startswith("_") for k in p_)]
+    # Both list children before parents, attributes sorted; the reference also visits its
+    # static attributes (plait's iter_graph yields graph nodes and data), so compare nodes' order.
+    assert [x for x in mine if x in theirs] == [x for x in theirs if x in mine]
+    assert len([x for x in mine if x in theirs]) >= 15
+    assert _paths(nnx.iter_modules(p)) == [x for x in _paths(fnnx.iter_modules(f)) if x != ("mid",)]
+    assert [k for k, _ in nnx.iter_children(p)] == [k for k, _ in fnnx.iter_children(f)]
+    _, params, rest = nnx.split(p, nnx.Param, ...)
+    _, fparams, frest = fnnx.split(f, fnnx.Param, ...)
+    assert _paths(nnx.to_flat_state(params)) == _paths(fnnx.to_flat_state(fparams))
+    assert [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(rest)] == [
+        jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(frest)]

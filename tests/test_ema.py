@@ -83,7 +83,7 @@ def test_tied_weights_stay_tied_in_apply_to():
 
 
 def test_refusals_name_the_path():
-    with pytest.raises(nnx.GraphError, match=r"(?s)`drop.rngs.default.key` \(RngKey.*only=nnx.Param"):
+    with pytest.raises(nnx.GraphError, match=r"(?s)`drop.rngs.default.count` \(RngCount.*only=nnx.Param"):
         class WithDropout(nnx.Module):
             def __init__(self):
                 self.linear = nnx.Linear(2, 2, rngs=nnx.Rngs(0))

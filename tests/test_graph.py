@@ -78,8 +78,8 @@ def test_shared_submodule_is_stored_once_and_shared_again_after_merge():
     model = Pair(sub, sub)
     gd, state = nnx.split(model)
 
-    # Stored once, at its first path.
-    assert paths(state) == [("a", "kernel"), ("a", "bias")]
+    # Stored once, at its first path (attributes in sorted order).
+    assert paths(state) == [("a", "bias"), ("a", "kernel")]
 
     copy = nnx.merge(gd, state)
     assert copy.a is copy.b
@@ -101,8 +101,8 @@ def test_shared_submodule_in_list_and_attribute():
     model.layers = [first, second]
     model.head = first
     gd, state = nnx.split(model)
-    assert ("head", "kernel") not in paths(state)
-    assert ("layers", 0, "kernel") in paths(state)
+    assert ("head", "kernel") in paths(state)  # `head` sorts before `layers`
+    assert ("layers", 0, "kernel") not in paths(state)
 
     copy = nnx.merge(gd, state)
     assert copy.head is copy.layers[0]
@@ -113,17 +113,17 @@ def test_tied_weights_stored_once_and_tied_after_merge_update_and_clone():
     model = Tied(nnx.Rngs(0))
     assert model.encoder.kernel is model.decoder.kernel
     gd, state = nnx.split(model)
-    assert ("encoder", "kernel") in paths(state)
-    assert ("decoder", "kernel") not in paths(state)
-    assert ("decoder", "bias") in paths(state)
+    assert ("decoder", "kernel") in paths(state)  # `decoder` sorts before `encoder`
+    assert ("encoder", "kernel") not in paths(state)
+    assert ("encoder", "bias") in paths(state)
 
     copy = nnx.merge(gd, state)
     assert copy.encoder.kernel is copy.decoder.kernel
     assert copy.encoder.bias is not copy.decoder.bias
 
     # update through the single stored path reaches both users of the Variable.
-    nnx.update(model, {"encoder": {"kernel": jnp.full((3, 3), 4.0)}})
-    assert_same_values(model.decoder.kernel.value, np.full((3, 3), 4.0))
+    nnx.update(model, {"decoder": {"kernel": jnp.full((3, 3), 4.0)}})
+    assert_same_values(model.encoder.kernel.value, np.full((3, 3), 4.0))
 
     cloned = nnx.clone(model)
     assert cloned.encoder.kernel is cloned.decoder.kernel
@@ -334,10 +334,10 @@ def test_update_with_unknown_path_raises_graph_error_naming_it():
 
 
 def test_update_rejects_the_second_path_of_a_shared_variable():
-    # The State names a shared Variable by its first path only.
+    # The State names a shared Variable by its first path (sorted) only.
     model = Tied(nnx.Rngs(0))
-    with pytest.raises(nnx.GraphError, match=r"decoder\.kernel"):
-        nnx.update(model, {"decoder": {"kernel": jnp.ones((3, 3))}})
+    with pytest.raises(nnx.GraphError, match=r"encoder\.kernel"):
+        nnx.update(model, {"encoder": {"kernel": jnp.ones((3, 3))}})
 
 
 def test_update_then_state_reads_back_the_update():
@@ -712,8 +712,8 @@ def test_iter_graph_is_children_first_and_visits_shared_objects_once():
     # Each graph node once.
     assert len({id(v) for v in nodes}) == len(nodes)
     assert sum(v is shared for v in nodes) == 1
-    # Shared object at its first path.
-    assert [p for p, v in visited if v is shared] == [("first",)]
+    # Shared object at its first path, attributes in sorted order.
+    assert [p for p, v in visited if v is shared] == [("again", "s")]
     # Root last; every node after all of its descendants.
     assert visited[-1] == ((), model)
     position = {id(v): i for i, (_, v) in enumerate(visited) if isinstance(v, (nnx.Object, nnx.Variable))}
@@ -741,10 +741,10 @@ def test_iter_modules_yields_only_modules_children_first():
     model.block = Block(rngs)
     model.layers = [nnx.Linear(1, 1, rngs=rngs)]
     found = list(nnx.iter_modules(model))
-    assert [p for p, _ in found] == [("block", "linear"), ("block", "dropout"), ("block",), ("layers", 0), ()]
+    assert [p for p, _ in found] == [("block", "dropout"), ("block", "linear"), ("block",), ("layers", 0), ()]
     assert all(isinstance(m, nnx.Module) for _, m in found)  # Rngs and RngStreams are not modules
     assert list(model.iter_modules()) == found
-    assert [name for name, _ in model.block.iter_children()] == ["linear", "dropout"]
+    assert [name for name, _ in model.block.iter_children()] == ["dropout", "linear"]
 
 
 # -- repr ------------------------------------------------------------------------------------
@@ -921,7 +921,7 @@ def test_find_duplicates_lists_shared_modules_and_variables():
     m = Shared()
     dups = nnx.find_duplicates(m)
     assert sorted(map(sorted, dups)) == [[("a",), ("b",)], [("v",), ("w",)]]
-    assert nnx.find_duplicates(m, only=nnx.Param) == [[("w",), ("v",)]]
+    assert nnx.find_duplicates(m, only=nnx.Param) == [[("v",), ("w",)]]
     assert nnx.find_duplicates(_lin(0)) == []
 
 

@@ -118,7 +118,7 @@ def test_vmap_shared_module_with_two_axes_is_an_error():
     inner = linear()
     outer_a, outer_b = nnx.Dict(inner=inner), nnx.Dict(inner=inner)
     f = nnx.vmap(lambda a, b: a["inner"].kernel.value.sum(), in_axes=(0, None), axis_size=2)
-    raises(nnx.AxisError, lambda: f(outer_a, outer_b), "a.inner.kernel", "b.inner.kernel", "0", "None",
+    raises(nnx.AxisError, lambda: f(outer_a, outer_b), "a.inner.bias", "b.inner.bias", "0", "None",
            "same spec")
     # the same spec through both is fine
     nnx.vmap(lambda a, b: a["inner"](jnp.ones(2)), in_axes=(None, None), axis_size=2)(outer_a, outer_b)

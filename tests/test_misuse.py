@@ -55,7 +55,7 @@ def test_vmap_mismatched_axis_sizes_between_arguments(stack):
 def test_vmap_axis_size_against_argument(stack):
     raises(nnx.AxisError, lambda: nnx.vmap(lambda m, x: m.linear(x), in_axes=(nnx.StateAxes({nnx.Param: 0, ...: None}), None),
                                            axis_size=N + 1)(stack, jnp.ones(2)),
-           "`m.linear.kernel`", "Param", "shape (3, 2, 2)", "axis_size=4")
+           "`m.linear.bias`", "Param", "shape (3, 2)", "axis_size=4")
 
 
 def test_scan_mismatched_lengths_between_arguments():

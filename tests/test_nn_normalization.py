@@ -503,7 +503,7 @@ def test_weight_norm_feature_axes_none_and_conv():
     assert not whole.scales
     close(np.linalg.norm(np.asarray(whole.normalized(("kernel",)))), 1.0)
     assert apply(layer, jnp.ones((1, 4, 4, 2))).shape == (1, 4, 4, 4)
-    with pytest.raises(nnx.PlaitError, match=r"variable_filter=\('weight',\).*kernel, bias"):
+    with pytest.raises(nnx.PlaitError, match=r"variable_filter=\('weight',\).*bias, kernel"):
         nnx.WeightNorm(nnx.Linear(3, 2, kernel_init=np_init, rngs=nnx.Rngs(0)), variable_filter=("weight",), rngs=nnx.Rngs(1))
 
 

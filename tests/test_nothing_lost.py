@@ -55,7 +55,7 @@ def test_update_with_another_models_shapes_is_an_error():
     small = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
     kernel = small.kernel.value
     raises(nnx.GraphError, lambda: nnx.update(small, nnx.state(nnx.Linear(3, 4, rngs=nnx.Rngs(0)))),
-           "`kernel`", "(2, 2)", "(3, 4)", "model.kernel.value = new_value")
+           "`bias`", "(2,)", "(4,)", "model.bias.value = new_value")
     assert small.kernel.value is kernel  # nothing written
 
 

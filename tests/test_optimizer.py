@@ -100,7 +100,7 @@ def test_gradients_of_another_model_name_the_paths_that_differ():
     with pytest.raises(nnx.GraphError) as info:
         optimizer.update(model, grads)
     text = str(info.value)
-    assert "`kernel`, `bias`" in text and "`dense.kernel`, `dense.bias`" in text
+    assert "`bias`, `kernel`" in text and "`dense.bias`, `dense.kernel`" in text
     assert "no entry in grads" in text and "not parameters" in text
 
     wide = nnx.grad(lambda m: m(jnp.ones((2, 4))).sum())(nnx.Linear(4, 1, rngs=nnx.Rngs(0)))

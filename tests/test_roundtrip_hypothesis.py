@@ -152,6 +152,11 @@ def is_node(v) -> bool:
     return isinstance(v, (nnx.Object, nnx.Variable))
 
 
+def _sorted(mapping) -> list:
+    """Entries in the reference's order (keys sorted), which is plait's traversal order."""
+    return [(k, mapping[k]) for k in sorted(mapping, key=lambda k: (type(k).__name__, k))]
+
+
 def canonical(root):
     """Types, statics, values and the shape of sharing, as plain comparable data."""
     index: dict[int, int] = {}
@@ -164,11 +169,11 @@ def canonical(root):
             if isinstance(v, nnx.Variable):
                 value = np.asarray(v.value)
                 return ("var", type(v).__name__, value.shape, str(value.dtype), value.tolist())
-            return ("obj", type(v).__name__, tuple((k, c(x)) for k, x in vars(v).items()))
+            return ("obj", type(v).__name__, tuple((k, c(x)) for k, x in _sorted(vars(v))))
         if isinstance(v, list):
             return ("list", tuple(c(x) for x in v))
         if isinstance(v, dict):
-            return ("dict", tuple((k, c(x)) for k, x in v.items()))
+            return ("dict", tuple((k, c(x)) for k, x in _sorted(v)))
         if isinstance(v, jax.Array):
             value = np.asarray(v)
             return ("array", value.shape, str(value.dtype), value.tolist())
@@ -185,13 +190,13 @@ def node_paths(root) -> list[tuple[tuple, object]]:
         if is_node(v):
             out.append((path, v))
             if isinstance(v, nnx.Object):
-                for k, x in vars(v).items():
+                for k, x in _sorted(vars(v)):
                     walk(x, path + (k,))
         elif isinstance(v, list):
             for i, x in enumerate(v):
                 walk(x, path + (i,))
         elif isinstance(v, dict):
-            for k, x in v.items():
+            for k, x in _sorted(v):
                 walk(x, path + (k,))
 
     walk(root, ())

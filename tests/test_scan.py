@@ -543,7 +543,7 @@ def test_mismatched_lengths_module_and_array_names_both():
         nnx.AxisError,
         lambda: nnx.scan(lambda h, m, a: (h, a), in_axes=(nnx.Carry, 0, 0))(jnp.zeros(W), layers, jnp.zeros(D + 1)),
     )
-    assert "m.kernel" in msg and "`a`" in msg
+    assert "m.bias" in msg and "`a`" in msg
 
 
 def test_nothing_scanned_and_no_length():

@@ -511,7 +511,7 @@ def test_split_count_against_axis_size_names_both_and_restores_rngs():
 def test_module_state_size_mismatch_names_both():
     layers = create_linears(nnx.Rngs(0))
     msg, _ = caught(nnx.AxisError, lambda: nnx.vmap(lambda m, x: m(x))(layers, jnp.ones((D + 1, W))))
-    assert "m.kernel" in msg and "`x`" in msg
+    assert "m.bias" in msg and "`x`" in msg
 
 
 def test_in_axes_tuple_of_wrong_length():

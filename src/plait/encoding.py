@@ -301,9 +301,10 @@ class _Flattener:
             object.__setattr__(value, "_plait_seen", True)
             saved = self.owner
             items = []
-            for name, attr in value.__dict__.items():
+            attrs = value.__dict__
+            for name in sorted(attrs):  # the reference's order: attributes sorted by name
                 self.owner = (i, name)
-                items.append((name, self.ref(attr, path + (name,))))
+                items.append((name, self.ref(attrs[name], path + (name,))))
             self.owner = saved
             self.nodes[i] = ObjectNode(OBJ, type(value), tuple(items))
             self.post.append(("node", i))
@@ -316,7 +317,7 @@ class _Flattener:
         if t is tuple:
             return _new(TupleRef, ("tuple", tuple([self.ref(v, path + (j,)) for j, v in enumerate(value)])))
         if t is dict or t is Dict:
-            keys = tuple(value)
+            keys = sorted_keys(value)
             return _new(DictRef, ("dict", t, keys, tuple([self.ref(value[key], path + (key,)) for key in keys])))
         if isinstance(value, ARRAY_TYPES) or self.owner is None and (
                 isinstance(value, (float, complex, np.generic)) and t is not bool or self.scalars and t in (int, bool)):
@@ -336,6 +337,19 @@ class _Flattener:
         if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # opaque to JAX: static
             return _new(StaticRef, ("static", _hashable(value), None))  # the value implies its type
         return _new(TreeRef, ("tree", treedef, tuple([self.ref(v, path + _key_path(kp)) for kp, v in pairs])))
+
+
+def sorted_keys(mapping: Any) -> tuple:
+    """A mapping's keys sorted, as JAX and the reference order dict keys; keys of types that
+    do not compare (``1`` and ``"a"``) are sorted by type name first."""
+    try:
+        return tuple(sorted(mapping))
+    except TypeError:
+        pass
+    try:
+        return tuple(sorted(mapping, key=lambda k: (type(k).__name__, k)))
+    except TypeError:
+        return tuple(mapping)
 
 
 def _hashable(value: Any) -> Any:

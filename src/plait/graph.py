@@ -21,7 +21,7 @@ from typing import Any
 import jax
 
 from . import filterlib  # noqa: F401  (nnx.graph.filterlib, as in the reference)
-from .encoding import OBJ, VAR, Flat, GraphDef, flatten_cached, is_graph_node, write_leaves
+from .encoding import OBJ, VAR, Flat, GraphDef, flatten_cached, is_graph_node, sorted_keys, write_leaves
 from .encoding import flatten as encode
 from .encoding import unflatten as decode
 from .errors import FilterError, GraphError
@@ -550,10 +550,11 @@ def unflatten(graphdef: GraphDef, state: Any, /) -> Any:
 
 
 def _children(node: Any, what: str) -> Iterator[tuple[Any, Any]]:
-    if isinstance(node, Object):
-        return iter(list(node.__dict__.items()))
+    if isinstance(node, Object):  # the reference's order: attributes and keys sorted
+        attrs = node.__dict__
+        return iter([(name, attrs[name]) for name in sorted(attrs)])
     if isinstance(node, dict):
-        return iter(list(node.items()))
+        return iter([(key, node[key]) for key in sorted_keys(node)])
     if isinstance(node, (list, tuple)):
         return iter(list(enumerate(node)))
     raise GraphError(f"{what} expects a module, Rngs, or a list, tuple or dict; got a {type(node).__name__}")

@@ -29,7 +29,7 @@ from ..encoding import ARRAY_TYPES, Flat, GraphDef, flatten, is_graph_node, unfl
 from ..errors import AxisError, TransformError
 from ..variables import describe
 from .axes import resolve
-from .messages import rank_error
+from .messages import rank_error, stream_key
 
 __all__ = ["Call", "Collected", "enter", "collect", "reject_removed_kwargs"]
 
@@ -366,16 +366,19 @@ def mapped_size(call: Call, axes: list, size: int | None, transform: str, size_n
     against ``size`` when given; returns it and the mapped leaves."""
     sized_by = None
     mapped = []
+    lacking = None  # the first leaf without the axis: raised once the size is known, for the fix
     for k, axis in enumerate(axes):
         if type(axis) is not int:
             continue
         shape = jax.numpy.shape(call.leaves[k])
         if not -len(shape) <= axis < len(shape):
-            raise rank_error(call, k, axis, transform, size)
+            lacking = (k, axis) if lacking is None else lacking
+            continue
         n = shape[axis]
         if size is None:
             size, sized_by = n, k
-        elif n != size:
+        elif n != size and lacking is None:
+            k = stream_key(call, k)
             first = f"{size_name}={size}" if sized_by is None else f"{call.describe_leaf(sized_by)} has {size}"
             what = "scanned" if transform == "scan" else "mapped"
             sizes = "lengths" if transform == "scan" else "sizes"
@@ -385,6 +388,8 @@ def mapped_size(call: Call, axes: list, size: int | None, transform: str, size_n
                 f"{'broadcast the odd one out with None' if transform != 'scan' else 'broadcast the odd one out with None in in_axes'}."
             )
         mapped.append(k)
+    if lacking is not None:
+        raise rank_error(call, lacking[0], lacking[1], transform, size)
     if size is None:
         verb = "scanned over" if transform == "scan" else "mapped"
         raise TransformError(

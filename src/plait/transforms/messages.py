@@ -5,11 +5,25 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from ..errors import AxisError
-from ..variables import RngState
+from ..variables import RngKey, RngState
+
+
+def stream_key(call, k: int) -> int:
+    """For a leaf of an RNG stream, the stream's key (the leaf a person thinks of as the stream;
+    its count sorts first); any other leaf is itself."""
+    slot = call.flat.slots[k]
+    if not isinstance(slot, RngState) or isinstance(slot, RngKey):
+        return k
+    paths = call.flat.graphdef.leaf_paths
+    for k2, other in enumerate(call.flat.slots):
+        if isinstance(other, RngKey) and paths[k2][:-1] == paths[k][:-1]:
+            return k2
+    return k
 
 
 def rank_error(call, k: int, axis: int, transform: str, size: int | None) -> AxisError:
     """The error for an axis that a leaf does not have, with the fixes that apply."""
+    k = stream_key(call, k)
     slot = call.flat.slots[k]
     ndim = len(jnp.shape(call.leaves[k]))
     verb = "iterate over" if transform == "scan" else "map"

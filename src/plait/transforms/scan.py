@@ -196,15 +196,16 @@ def _scan_outer(context, specs, axes, same_keys, size, carry_in, carry_out, out_
                 _check_carry(call, carry_in[0], carry_ref, gd2, carry_raw_in, raw_out, step, flat2.leaves)
             for k in carry_state:
                 _check_same_type(call, k, step[k], flat2.leaves[k], call.describe_leaf(k))
-            for k in broadcast_state:
-                if col.changed[k] and k not in same_keys and isinstance(call.flat.slots[k], RngState):
+            written = [k for k in broadcast_state if col.changed[k] and k not in same_keys]
+            for k in written:  # a repeated key first: it is the silent failure worth naming
+                if isinstance(call.flat.slots[k], RngState):
                     raise broadcast_draw_error(call, k, "scan", size)
-                if col.changed[k] and k not in same_keys:
-                    raise StateError(
-                        f"scan: {call.describe_leaf(k)} is broadcast to every step (axis None) but was written "
-                        "inside a step; one value cannot hold a different write per step.\n"
-                        "Carry it through the steps instead: in_axes=(nnx.Carry, nnx.StateAxes({<its type>: nnx.Carry, ...: 0}))"
-                    )
+            if written:
+                raise StateError(
+                    f"scan: {call.describe_leaf(written[0])} is broadcast to every step (axis None) but was written "
+                    "inside a step; one value cannot hold a different write per step.\n"
+                    "Carry it through the steps instead: in_axes=(nnx.Carry, nnx.StateAxes({<its type>: nnx.Carry, ...: 0}))"
+                )
             # Scanned state that was written is stacked; SameKeys state writes the same value in
             # every step, so it is stacked too and step 0's value is written back.
             ys_state = [k for k in scanned_state + sorted(same_keys) if col.changed[k]]
