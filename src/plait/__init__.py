@@ -10,6 +10,16 @@ Example:
 """
 
 from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
+from .contexts import (
+    MergeContext,
+    SplitContext,
+    UpdateContext,
+    current_update_context,
+    merge_context,
+    split_context,
+    unpack,
+    update_context,
+)
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -163,6 +173,9 @@ __all__ = [
     "get_partition_spec", "logical_axis_rules", "logical_to_mesh_axes", "logical_to_mesh_sharding",
     "set_logical_axis_rules", "spmd", "use_eager_sharding", "using_eager_sharding", "with_partitioning",
     "with_sharding_constraint",
+    # building lifted transforms by hand
+    "MergeContext", "SplitContext", "UpdateContext", "current_update_context", "merge_context", "split_context",
+    "unpack", "update_context",
     *nn.__all__,
     *transforms.__all__,
 ]
