@@ -64,6 +64,7 @@ from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, OptArray, Optimizer, OptVariable
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
+from .rngs import ForkStates as ForkStates  # the reference's 0.10 functional fork's result
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .sharding_rules import (
     get_logical_axis_rules,
@@ -175,7 +176,7 @@ __all__ = [
     "with_sharding_constraint",
     # building lifted transforms by hand
     "MergeContext", "SplitContext", "UpdateContext", "current_update_context", "merge_context", "split_context",
-    "unpack", "update_context",
+    "unpack", "update_context", "ForkStates",
     *nn.__all__,
     *transforms.__all__,
 ]
