@@ -9,6 +9,7 @@ Example:
     (1, 2)
 """
 
+from . import extract  # the reference's nnx.extract helpers
 from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
 from .contexts import (
     MergeContext,
@@ -176,7 +177,7 @@ __all__ = [
     "with_sharding_constraint",
     # building lifted transforms by hand
     "MergeContext", "SplitContext", "UpdateContext", "current_update_context", "merge_context", "split_context",
-    "unpack", "update_context", "ForkStates",
+    "unpack", "update_context", "ForkStates", "extract",
     *nn.__all__,
     *transforms.__all__,
 ]
