@@ -32,7 +32,7 @@ def _run(lib, make_param):
 def test_same_metadata_as_flax():
     fnnx = pytest.importorskip("flax.nnx")
     ours = _run(nnx, lambda v, names: nnx.Param(v, out_sharding=names))
-    theirs = _run(fnnx, lambda v, names: fnnx.Param(v, sharding_names=names, eager_sharding=False))
+    theirs = _run(fnnx, lambda v, names: fnnx.Param(v, out_sharding=names, eager_sharding=False))
     assert ours == theirs == (("b",), ("layers", "b"), 2.0, ("layers", "y"))
 
 

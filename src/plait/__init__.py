@@ -9,8 +9,19 @@ Example:
     (1, 2)
 """
 
-from . import extract  # the reference's nnx.extract helpers
-from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
+from . import (
+    checkpoints,
+    compat,
+    extract,  # the reference's nnx.extract helpers
+    filterlib,
+    filters,
+    initializers,
+    metrics,
+    nn,
+    spmd,
+    summary,
+    transforms,
+)
 from .contexts import (
     MergeContext,
     SplitContext,

@@ -64,8 +64,16 @@ from .encoding import flatten as encode
 from .encoding import unflatten as decode
 from .errors import GraphError
 from .filters import Filter
-from .graph import split
-from .graph import _check_node, _leaves_by_path, _origin_leaves, _states, _variable_root, _variable_states, _variable_value
+from .graph import (
+    _check_node,
+    _leaves_by_path,
+    _origin_leaves,
+    _states,
+    _variable_root,
+    _variable_states,
+    _variable_value,
+    split,
+)
 from .state import FlatState, GraphDefState
 from .variables import Variable
 

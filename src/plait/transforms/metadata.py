@@ -111,6 +111,6 @@ def _name_new_variables(call: Call, specs: tuple, out: Any, out_axes: Any, seen:
             spec, name = specs[path[0]], "in_axes"
         else:
             spec, name = 0, "in_axes"
-        axis = _axis(resolve(spec, path[1:], slot, lambda: call.path_text(path), "transform_metadata", name), name)
+        axis = _axis(resolve(spec, path[1:], slot, lambda path=path: call.path_text(path), "transform_metadata", name), name)
         if type(axis) is int:
             add_axis([slot], axis % (max(jnp.ndim(slot.get_raw_value()), 1)), metadata)
