@@ -9,7 +9,29 @@ Example:
     (1, 2)
 """
 
-from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
+from . import (
+    checkpoints,
+    compat,
+    extract,  # the reference's nnx.extract helpers
+    filterlib,
+    filters,
+    initializers,
+    metrics,
+    nn,
+    spmd,
+    summary,
+    transforms,
+)
+from .contexts import (
+    MergeContext,
+    SplitContext,
+    UpdateContext,
+    current_update_context,
+    merge_context,
+    split_context,
+    unpack,
+    update_context,
+)
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -54,6 +76,7 @@ from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, OptArray, Optimizer, OptVariable
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
+from .rngs import ForkStates as ForkStates  # the reference's 0.10 functional fork's result
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .sharding_rules import (
     get_logical_axis_rules,
@@ -163,6 +186,9 @@ __all__ = [
     "get_partition_spec", "logical_axis_rules", "logical_to_mesh_axes", "logical_to_mesh_sharding",
     "set_logical_axis_rules", "spmd", "use_eager_sharding", "using_eager_sharding", "with_partitioning",
     "with_sharding_constraint",
+    # building lifted transforms by hand
+    "MergeContext", "SplitContext", "UpdateContext", "current_update_context", "merge_context", "split_context",
+    "unpack", "update_context", "ForkStates", "extract",
     *nn.__all__,
     *transforms.__all__,
 ]

@@ -28,7 +28,7 @@ from .errors import FilterError, GraphError
 from .filters import Filter, _Predicate, filters_to_predicates
 from .mode import check_graph_mode
 from .object import Object, closed_over_error, trace_state
-from .state import FlatState, Key, Origin, PathParts, State, build, map_state, partition, skeleton
+from .state import FlatState, GraphDefState, Key, Origin, PathParts, State, build, map_state, partition, skeleton
 from .variables import Variable, describe
 
 __all__ = ["GraphDef", "split", "merge", "update", "state", "graphdef", "clone", "pop", "iter_graph", "is_graph_node",
@@ -244,7 +244,7 @@ def _flat_entries(states: tuple) -> dict:
     return flat
 
 
-def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
+def merge(graphdef: GraphDef, state: Any = _MISSING, /, *states: Any) -> Any:
     """Build a new graph from a GraphDef and State(s): the inverse of :func:`split`.
 
     Example:
@@ -255,8 +255,12 @@ def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
         >>> copy is model, bool((copy.kernel.value == model.kernel.value).all())
         (False, True)
     """
+    if isinstance(graphdef, GraphDefState):  # nnx.merge(*nnx.unpack(node, ...)): the GraphDef travels with them
+        graphdef, state, states = _unpacked(graphdef, (state, *states) if state is not _MISSING else ())
     if not isinstance(graphdef, GraphDef):
         raise GraphError(f"merge expects a GraphDef first, got a {type(graphdef).__name__}")
+    if state is _MISSING:
+        raise GraphError("merge: no State given. Pass the State(s) split gave: nnx.merge(graphdef, state)")
     if _variable_root(graphdef):
         roots, _ = decode(graphdef, [_variable_value(graphdef, (state, *states), "merge")])
         return roots[0]
@@ -265,6 +269,15 @@ def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
         leaves = _leaves_by_path(graphdef, (state, *states))
     roots, _ = decode(graphdef, leaves)
     return roots[0]
+
+
+def _unpacked(first: GraphDefState, rest: tuple) -> tuple:
+    """``(graphdef, state, states)`` from States that :func:`~plait.unpack` made."""
+    for s in rest:
+        if not isinstance(s, GraphDefState) or not (s.graphdef is first.graphdef or s.graphdef == first.graphdef):
+            raise GraphError("merge: given an unpacked State first, every State must come from the same nnx.unpack "
+                             "call; pass them all: nnx.merge(*nnx.unpack(model, nnx.Param, ...))")
+    return first.graphdef, first, rest
 
 
 def _variable_root(graphdef: GraphDef) -> bool:

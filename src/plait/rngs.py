@@ -48,21 +48,25 @@ import difflib
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from .encoding import flatten, unflatten
 from .errors import MissingStreamError, RngError
-from .filters import Filter, to_predicate
+from .filters import All, Filter, to_predicate
 from .graph import iter_graph
 from .object import Object
+from .state import State, split_state
 from .variables import RngCount, RngKey, Variable
 
 __all__ = [
     "Rngs", "RngStream", "split_rngs", "SplitBackups", "restore_rngs", "fork", "fork_rngs", "with_rngs", "reseed",
+    "ForkStates",
 ]
+
+_NOT_GIVEN: Any = object()
 
 # jax.random's samplers, as methods that draw their own key (the reference's list)
 SAMPLERS = (
@@ -338,21 +342,58 @@ def _rule_for(rules: list, path: tuple, stream: RngStream, default: Any) -> Any:
     return default
 
 
-def fork(rngs: Rngs, *, split: Any = None) -> Rngs:
+class ForkStates(NamedTuple):
+    """What ``fork(state, split_filter, split_pattern)`` returns (the reference's 0.10 functional
+    fork): the RNG state of a State in four parts, the selected streams' keys already split."""
+
+    split_keys: State
+    split_counts: State
+    broadcast_keys: State
+    broadcast_counts: State
+
+
+def fork(rngs: Any, split_filter: Filter = _NOT_GIVEN, split_pattern: Any = _NOT_GIVEN, *,
+         split: Any = None) -> Any:
     """New Rngs whose streams are seeded by one draw of each stream of ``rngs``; ``split``
     as in :meth:`Rngs.fork`.
+
+    The reference's 0.10 functional form ``fork(state, split_filter, split_pattern)`` takes the
+    RNG State of a graph instead and returns :class:`ForkStates`: the keys and counts of the
+    streams ``split_filter`` selects (keys split into ``split_pattern``, an int or a shape
+    whose ``None`` entries count as 1) and those of the rest, unchanged.
 
     Example:
         >>> import plait as nnx
         >>> child = nnx.fork(nnx.Rngs(0), split=3)
         >>> child.default.key.value.shape
         (3,)
+        >>> _, rng_state = nnx.split(nnx.Rngs(params=0, dropout=1), nnx.RngState)
+        >>> forked = nnx.fork(rng_state, "params", 4)
+        >>> forked.split_keys["params"]["key"].value.shape, sorted(forked.broadcast_keys)
+        ((4,), ['dropout'])
     """
+    if split_filter is not _NOT_GIVEN or split_pattern is not _NOT_GIVEN:
+        return _fork_state(rngs, split_filter, split_pattern)
     rules = _size_rules(split, "fork")
     new = Rngs()
     for name, stream in rngs.streams().items():
         object.__setattr__(new, name, stream.fork(split=_rule_for(rules, (name,), stream, None)))
     return new
+
+
+def _fork_state(state: Any, split_filter: Filter, split_pattern: Any) -> ForkStates:
+    if split_filter is _NOT_GIVEN or split_pattern is _NOT_GIVEN or split_pattern is None:
+        raise RngError("fork(state, split_filter, split_pattern) needs both a filter and a split pattern (an int or "
+                       "a shape), e.g. nnx.fork(rng_state, 'params', 4)")
+    if isinstance(split_pattern, int):
+        shape: Any = split_pattern
+    else:
+        shape = tuple(1 if n is None else n for n in split_pattern)
+    state = state if isinstance(state, State) else State(state)
+    keys, counts, other_keys, other_counts = split_state(
+        state, All(split_filter, RngKey), All(split_filter, RngCount), RngKey, RngCount)
+    keys = jax.tree.map(lambda key: jax.random.split(key, shape), keys)
+    return ForkStates(keys, counts, other_keys, other_counts)
 
 
 class SplitBackups:

@@ -589,3 +589,43 @@ def map_state(f: Callable[[tuple, Any], Any], state: State) -> State:
     """
     state = state if isinstance(state, State) else State(state)
     return from_flat_state([(path, f(path, leaf)) for path, leaf in to_flat_state(state)])
+
+
+class GraphDefState(State):
+    """A State with the GraphDef of its graph attached: what ``nnx.unpack`` returns (the
+    reference's 0.12 ``GraphState``). ``nnx.merge(state, *states)`` takes it without a separate
+    GraphDef; everywhere else it is a State. As a pytree the GraphDef is static data.
+
+    Example:
+        >>> import plait as nnx
+        >>> packed = nnx.unpack(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        >>> type(nnx.merge(packed)).__name__, sorted(packed)
+        ('Linear', ['bias', 'kernel'])
+    """
+
+    __slots__ = ("_graphdef",)
+
+    @classmethod
+    def of(cls, graphdef: Any, state: State) -> GraphDefState:
+        new = cls._wrap(state._mapping)
+        new._graphdef = graphdef
+        return new
+
+    @property
+    def graphdef(self) -> Any:
+        return self._graphdef
+
+    def __getstate__(self) -> tuple:  # type: ignore[override]
+        return self._mapping, self._graphdef
+
+    def __setstate__(self, state: Any) -> None:
+        self._mapping, self._graphdef = state
+        self._origin = None
+
+
+jax.tree_util.register_pytree_with_keys(
+    GraphDefState,
+    lambda s: (_state_flatten_with_keys(s)[0], (tuple(s._mapping), s._graphdef)),
+    lambda aux, children: GraphDefState.of(aux[1], State._wrap(dict(zip(aux[0], children)))),
+    lambda s: (tuple(s._mapping.values()), (tuple(s._mapping), s._graphdef)),
+)
