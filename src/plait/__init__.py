@@ -46,6 +46,8 @@ from .graph import (
 from .graph import flatten as flatten  # the reference's nnx.flatten: (graphdef, flat_state)
 from .graph import unflatten as unflatten
 from .graph_map import as_pure, map, prefix  # noqa: A004  (the reference's nnx.map)
+from .graph_map import pure as pure  # the reference's deprecated name of as_pure
+from .graph_map import set_metadata as set_metadata
 from .intermediates import capture
 from .metrics import Metric, MultiMetric
 from .mode import set_graph_mode, set_graph_updates
@@ -53,7 +55,10 @@ from .module import Module, iter_module_children, iter_modules
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, OptArray, Optimizer, OptVariable
+from .pytree import Data as Data  # the reference's annotations: x: nnx.Data[jax.Array]
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
+from .pytree import Static as Static
+from .pytree import field as field  # 0.10.7's dataclass field
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .sharding_rules import (
     get_logical_axis_rules,
@@ -163,6 +168,8 @@ __all__ = [
     "get_partition_spec", "logical_axis_rules", "logical_to_mesh_axes", "logical_to_mesh_sharding",
     "set_logical_axis_rules", "spmd", "use_eager_sharding", "using_eager_sharding", "with_partitioning",
     "with_sharding_constraint",
+    # the reference's remaining names (typing annotations, 0.10.7 helpers)
+    "Data", "Static", "field", "pure", "set_metadata",
     *nn.__all__,
     *transforms.__all__,
 ]
