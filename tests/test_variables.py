@@ -755,7 +755,7 @@ def test_variable_state_is_variable_with_type():
     assert type(s) is nnx.Param and s is not v and s.raw_value is v.raw_value
 
 
-@pytest.mark.parametrize("mode", ["hijax", "ref"])  # eager_sharding: tests/test_sharding.py
+@pytest.mark.parametrize("mode", ["hijax"])  # eager_sharding: tests/test_sharding.py; ref: tests/test_names_refs.py
 def test_reference_modes_are_refused_not_ignored(mode):
     assert nnx.Param(1, **{mode: False}).get_metadata() == {}
     with pytest.raises(nnx.VariableError, match=f"{mode}=True"):

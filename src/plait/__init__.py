@@ -9,7 +9,32 @@ Example:
     (1, 2)
 """
 
-from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
+# The reference's submodules as namespaces (nnx.graphlib.split, nnx.statelib.State, ...); nothing in plait imports them.
+from . import (  # noqa: E402
+    checkpoints,
+    compat,
+    deprecations,
+    filterlib,
+    filters,
+    graphlib,
+    helpers,
+    initializers,
+    metrics,
+    nn,
+    proxy_caller,
+    pytreelib,
+    reprlib,
+    rnglib,
+    spmd,
+    statelib,
+    summary,
+    tracers,
+    training,
+    transforms,
+    traversals,
+    variablelib,
+    wrappers,
+)
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -52,6 +77,11 @@ from .intermediates import capture
 from .metrics import Metric, MultiMetric
 from .mode import set_graph_mode, set_graph_updates
 from .module import Module, iter_module_children, iter_modules
+from .mutable_arrays import MutableArray as MutableArray  # 0.10.7's mutable arrays (JAX refs)
+from .mutable_arrays import freeze as freeze
+from .mutable_arrays import is_mutable_array as is_mutable_array
+from .mutable_arrays import mutable as mutable
+from .mutable_arrays import mutable_array as mutable_array
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, OptArray, Optimizer, OptVariable
@@ -170,6 +200,9 @@ __all__ = [
     "with_sharding_constraint",
     # the reference's remaining names (typing annotations, 0.10.7 helpers)
     "Data", "Static", "field", "pure", "set_metadata",
+    "MutableArray", "freeze", "is_mutable_array", "mutable", "mutable_array",
+    "deprecations", "graphlib", "helpers", "proxy_caller", "pytreelib", "reprlib", "rnglib", "statelib", "tracers",
+    "training", "traversals", "variablelib", "wrappers",
     *nn.__all__,
     *transforms.__all__,
 ]

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import jax
 
+from .array_refs import is_mutable_array
 from .encoding import flatten, unflatten
 from .errors import GraphError, TransformError
 from .filters import to_predicate
@@ -84,8 +85,12 @@ def as_pure(tree: A) -> A:
             f"as_pure takes a pytree such as a State, got a {type(tree).__name__} (plait modules are not pytrees).\n"
             "Take its state first: nnx.as_pure(nnx.state(model))"
         )
-    return jax.tree.map(lambda x: as_pure(x.raw_value) if isinstance(x, Variable) else x, tree,
-                        is_leaf=lambda x: isinstance(x, Variable))
+    def pure_leaf(x: Any) -> Any:
+        if isinstance(x, Variable):
+            return as_pure(x.raw_value)
+        return x[...] if is_mutable_array(x) else x  # a JAX ref: the array it holds
+
+    return jax.tree.map(pure_leaf, tree, is_leaf=lambda x: isinstance(x, Variable))
 
 
 def pure(tree: A) -> A:
