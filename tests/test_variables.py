@@ -642,14 +642,14 @@ def test_with_metadata_gives_the_layer_variable_metadata_and_hooks():
     np.testing.assert_array_equal(layer.kernel.raw_value, np.ones((2, 3)))
     np.testing.assert_array_equal(layer.kernel.value, np.full((2, 3), 3.0))
     assert init.__name__ == nnx.initializers.ones.__name__
-    from plait.variables import add_axis
+    from plait.variable_axes import add_axis
 
     add_axis(nnx.state(layer, nnx.Param), 0, "layers")
     assert seen == [(0, "layers")]
 
 
 def test_add_and_remove_axis_call_hooks_with_the_reference_signature():
-    from plait.variables import add_axis, remove_axis
+    from plait.variable_axes import add_axis, remove_axis
 
     calls = []
 
@@ -671,7 +671,7 @@ def test_add_and_remove_axis_call_hooks_with_the_reference_signature():
 
 
 def test_axis_helpers_take_the_reference_transform_metadata():
-    from plait.variables import add_axis, remove_axis
+    from plait.variable_axes import add_axis, remove_axis
 
     v = nnx.Param(jnp.ones((2, 2)), out_sharding=("a", "b"), logical=("x", "y"), other=3)
     meta = {nnx.PARTITION_NAME: "layers", "logical": "stack"}
@@ -684,7 +684,7 @@ def test_axis_helpers_take_the_reference_transform_metadata():
 
 
 def test_add_axis_pads_a_short_out_sharding():
-    from plait.variables import add_axis
+    from plait.variable_axes import add_axis
 
     v = nnx.Param(jnp.ones((2, 2, 2)), out_sharding=("a",))
     add_axis([v], 2, "b")
@@ -755,7 +755,7 @@ def test_variable_state_is_variable_with_type():
     assert type(s) is nnx.Param and s is not v and s.raw_value is v.raw_value
 
 
-@pytest.mark.parametrize("mode", ["hijax", "ref"])  # eager_sharding: tests/test_sharding.py
+@pytest.mark.parametrize("mode", ["hijax"])  # eager_sharding: tests/test_sharding.py; ref: tests/test_names_refs.py
 def test_reference_modes_are_refused_not_ignored(mode):
     assert nnx.Param(1, **{mode: False}).get_metadata() == {}
     with pytest.raises(nnx.VariableError, match=f"{mode}=True"):

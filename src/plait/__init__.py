@@ -9,18 +9,32 @@ Example:
     (1, 2)
 """
 
+# The reference's submodules as namespaces (nnx.graphlib.split, nnx.statelib.State, ...); nothing in plait imports them.
 from . import (
     checkpoints,
     compat,
-    extract,  # the reference's nnx.extract helpers
+    deprecations,
+    extract,
     filterlib,
     filters,
+    graphlib,
+    helpers,
     initializers,
     metrics,
     nn,
+    proxy_caller,
+    pytreelib,
+    reprlib,
+    rnglib,
     spmd,
+    statelib,
     summary,
+    tracers,
+    training,
     transforms,
+    traversals,
+    variablelib,
+    wrappers,
 )
 from .contexts import (
     MergeContext,
@@ -68,14 +82,24 @@ from .graph import (
 from .graph import flatten as flatten  # the reference's nnx.flatten: (graphdef, flat_state)
 from .graph import unflatten as unflatten
 from .graph_map import as_pure, map, prefix  # noqa: A004  (the reference's nnx.map)
+from .graph_map import pure as pure  # the reference's deprecated name of as_pure
+from .graph_map import set_metadata as set_metadata
 from .intermediates import capture
 from .metrics import Metric, MultiMetric
 from .mode import set_graph_mode, set_graph_updates
 from .module import Module, iter_module_children, iter_modules
+from .mutable_arrays import MutableArray as MutableArray  # 0.10.7's mutable arrays (JAX refs)
+from .mutable_arrays import freeze as freeze
+from .mutable_arrays import is_mutable_array as is_mutable_array
+from .mutable_arrays import mutable as mutable
+from .mutable_arrays import mutable_array as mutable_array
 from .nn import *  # noqa: F403  (every layer; see nn/__init__.py)
 from .object import Dict, List, Object
 from .optimizer import ModelAndOptimizer, OptArray, Optimizer, OptVariable
+from .pytree import Data as Data  # the reference's annotations: x: nnx.Data[jax.Array]
 from .pytree import Pytree, check_pytree, data, dataclass, has_data, is_data, register_data_type, static
+from .pytree import Static as Static
+from .pytree import field as field  # 0.10.7's dataclass field
 from .rngs import ForkStates as ForkStates  # the reference's 0.10 functional fork's result
 from .rngs import Rngs, RngStream, SplitBackups, fork, fork_rngs, reseed, restore_rngs, split_rngs, with_rngs
 from .sharding_rules import (
@@ -189,6 +213,11 @@ __all__ = [
     # building lifted transforms by hand
     "MergeContext", "SplitContext", "UpdateContext", "current_update_context", "merge_context", "split_context",
     "unpack", "update_context", "ForkStates", "extract",
+    # the reference's remaining names (typing annotations, 0.10.7 helpers)
+    "Data", "Static", "field", "pure", "set_metadata",
+    "MutableArray", "freeze", "is_mutable_array", "mutable", "mutable_array",
+    "deprecations", "graphlib", "helpers", "proxy_caller", "pytreelib", "reprlib", "rnglib", "statelib", "tracers",
+    "training", "traversals", "variablelib", "wrappers",
     *nn.__all__,
     *transforms.__all__,
 ]

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 
 from . import filterlib  # noqa: F401  (nnx.graph.filterlib, as in the reference)
+from .array_refs import is_mutable_array, mutable_array
 from .encoding import OBJ, VAR, Flat, GraphDef, flatten_cached, is_graph_node, sorted_keys, write_leaves
 from .encoding import flatten as encode
 from .encoding import unflatten as decode
@@ -422,7 +423,8 @@ def clone(node: Any, variables: bool = True, *, arrays: bool = False, graph: boo
     leaves = flat.current_leaves()
     if arrays:
         leaves = [jax.numpy.array(x, copy=True) if isinstance(x, jax.Array) else x for x in leaves]
-    if variables:
+    if variables:  # a ref is a mutable buffer: new Variables get their own, or the clone would write the original
+        leaves = [mutable_array(x[...]) if is_mutable_array(x) else x for x in leaves]
         roots, _ = decode(flat.graphdef, leaves)
         return roots[0]
     if isinstance(node, Variable):

@@ -13,11 +13,13 @@ list/dict of Variables.
 from __future__ import annotations
 
 import builtins
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import jax
 
+from .array_refs import is_mutable_array
 from .encoding import flatten, unflatten
 from .errors import GraphError, TransformError
 from .filters import to_predicate
@@ -26,7 +28,7 @@ from .object import Object
 from .transforms.axes import StateAxes
 from .variables import Variable
 
-__all__ = ["map", "as_pure", "prefix"]
+__all__ = ["map", "as_pure", "pure", "prefix", "set_metadata"]
 
 A = TypeVar("A")
 
@@ -83,8 +85,48 @@ def as_pure(tree: A) -> A:
             f"as_pure takes a pytree such as a State, got a {type(tree).__name__} (plait modules are not pytrees).\n"
             "Take its state first: nnx.as_pure(nnx.state(model))"
         )
-    return jax.tree.map(lambda x: as_pure(x.raw_value) if isinstance(x, Variable) else x, tree,
-                        is_leaf=lambda x: isinstance(x, Variable))
+    def pure_leaf(x: Any) -> Any:
+        if isinstance(x, Variable):
+            return as_pure(x.raw_value)
+        return x[...] if is_mutable_array(x) else x  # a JAX ref: the array it holds
+
+    return jax.tree.map(pure_leaf, tree, is_leaf=lambda x: isinstance(x, Variable))
+
+
+def pure(tree: A) -> A:
+    """Deprecated name of :func:`as_pure` (as in the reference, it warns).
+
+    Example:
+        >>> import warnings, jax.numpy as jnp, plait as nnx
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     nnx.pure({"w": nnx.Param(jnp.ones(2))})["w"].tolist()
+        [1.0, 1.0]
+    """
+    warnings.warn("'pure' is deprecated, use 'as_pure' instead.", DeprecationWarning, stacklevel=2)
+    return as_pure(tree)
+
+
+def set_metadata(node: Any, /, *, only: Any = Variable, **metadata: Any) -> None:
+    """Set ``metadata`` on every Variable of ``node`` that ``only`` selects, in place.
+
+    Each shared Variable is set once. ``only`` is any filter (a type, a tag, a path
+    predicate, ...); the default selects every Variable.
+
+    Example:
+        >>> import plait as nnx
+        >>> model = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+        >>> nnx.set_metadata(model, only=nnx.Param, frozen=True)
+        >>> model.scale.get_metadata("frozen"), model.mean.get_metadata("frozen", None)
+        (True, None)
+    """
+    predicate = to_predicate(only)
+    if not metadata:
+        return
+    flat, _ = flatten((node,))
+    for i, obj in enumerate(flat.objs):
+        if isinstance(obj, Variable) and predicate(flat.node_paths[i][1:], obj):
+            obj.set_metadata(**metadata)
 
 
 def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *, graph: bool | None = None) -> Any:

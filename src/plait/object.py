@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import collections.abc as _abc
 import dataclasses as _dataclasses
+import os as _os
+import re
+import sys
+import warnings
 from typing import Any
 
 import jax
@@ -256,14 +260,75 @@ def apply_mark(obj: Object, name: str, value: Any) -> Any:
     return value
 
 
+#: The metadata of ``nnx.Data[T]``/``nnx.Static[T]`` (``Annotated[T, token]``); the reference's tokens.
+DATA_ANNOTATION, STATIC_ANNOTATION = "__data__", "__static__"
+_ANNOTATED_MARK = re.compile(r"^\s*(?:\w+\.)*(Data|Static)\[")
+
+
+def _annotation_mark(cls: type, annotation: Any) -> bool | None:
+    """True for ``nnx.Static[T]``, False for ``nnx.Data[T]``, None for any other annotation.
+
+    A string annotation (``from __future__ import annotations``) is evaluated in the class's
+    module; if that fails, ``Data[...]``/``Static[...]`` at its start decides, as in the reference."""
+    if isinstance(annotation, str):
+        found = _ANNOTATED_MARK.match(annotation)
+        if not found:
+            return None
+        module = sys.modules.get(cls.__module__)
+        try:
+            annotation = eval(annotation, dict(vars(module)) if module else {}, {cls.__name__: cls, **vars(cls)})
+        except Exception:  # an unresolvable name: go by the spelling
+            return found.group(1) == "Static"
+    tokens = getattr(annotation, "__metadata__", ())
+    if STATIC_ANNOTATION in tokens:
+        return True
+    if DATA_ANNOTATION in tokens:
+        return False
+    return None
+
+
+def _user_level() -> int:
+    """The ``stacklevel`` of the first frame outside plait (the class statement being run)."""
+    here, level, frame = _os.path.dirname(__file__), 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _class_marks(cls: type) -> dict:
-    """Marks declared on the class (``x: int = nnx.static()`` fields), over its bases' marks."""
+    """Marks declared on the class (``x: int = nnx.static()`` fields, ``x: nnx.Static[int]``
+    annotations), over its bases' marks."""
     marks: dict = {}
     for base in reversed(cls.__mro__[1:]):
         marks.update(getattr(base, "_plait_class_marks", {}))
+    annotated: dict = {}
+    for name, annotation in dict(vars(cls).get("__annotations__", {})).items():
+        is_static = _annotation_mark(cls, annotation)
+        if is_static is not None:
+            which = "Static" if is_static else "Data"
+            warnings.warn(
+                f"'{which}' is deprecated, please replace:\n\n  {name}: nnx.{which}[SomeType]\n\nwith:\n\n"
+                f"  {name}: SomeType = nnx.{which.lower()}()\n", DeprecationWarning, stacklevel=_user_level())
+            annotated[name] = is_static
+    marks.update(annotated)
     for name, value in list(vars(cls).items()):
-        if type(value) is _dataclasses.Field and MARK in value.metadata:
-            marks[name] = value.metadata[MARK]
+        if type(value) is not _dataclasses.Field:
+            continue
+        if MARK in value.metadata:
+            is_static = value.metadata[MARK]
+        elif isinstance(value.metadata.get("static"), bool):  # dataclasses.field(metadata={"static": ...})
+            is_static = value.metadata["static"]
+        else:
+            continue
+        if annotated.get(name, is_static) != is_static:
+            from .errors import GraphError
+
+            field = "static" if is_static else "data"
+            raise GraphError(
+                f"`{cls.__name__}.{name}` is annotated nnx.{'Data' if is_static else 'Static'}[...] but its field "
+                f"is nnx.{field}(...): the two marks conflict.\nKeep one: {name}: SomeType = nnx.{field}(...)"
+            )
+        marks[name] = is_static
     return marks
 
 

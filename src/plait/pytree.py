@@ -38,20 +38,28 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import jax
 import numpy as np
 
 from .errors import GraphError
-from .object import DATA_TYPES, MARK, MARK_VALUE, Object, data_leaves, mark_of
+from .object import DATA_ANNOTATION, DATA_TYPES, MARK, MARK_VALUE, STATIC_ANNOTATION, Object, data_leaves, mark_of
 
-__all__ = ["Pytree", "data", "static", "dataclass", "is_data", "has_data", "register_data_type", "check_pytree"]
+__all__ = ["Pytree", "data", "static", "dataclass", "is_data", "has_data", "register_data_type", "check_pytree",
+           "Data", "Static", "field"]
 
 T = TypeVar("T")
 
 #: The base of objects with data and static attributes: plait's :class:`~plait.object.Object`.
 Pytree = Object
+
+#: ``x: nnx.Data[jax.Array]`` in a class body marks ``x`` as data for every instance, as
+#: ``x: jax.Array = nnx.data()`` does (the reference's deprecated spelling: it warns).
+Data = Annotated[T, DATA_ANNOTATION]
+#: ``x: nnx.Static[int]`` in a class body marks ``x`` as static for every instance, as
+#: ``x: int = nnx.static()`` does (the reference's deprecated spelling: it warns).
+Static = Annotated[T, STATIC_ANNOTATION]
 
 
 def _marker(is_static: bool, value: Any, kwargs: dict) -> Any:
@@ -104,6 +112,33 @@ def static(value: Any = dataclasses.MISSING, /, **kwargs: Any) -> Any:
         `Block.features`: a ArrayImpl was assigned to this attribute, marked static
     """
     return _marker(True, value, kwargs)
+
+
+def field(*, static: bool = False, **kwargs: Any) -> Any:
+    """A field of an :func:`dataclass` (Flax NNX 0.10's ``nnx.field``): ``static=True`` is
+    ``nnx.static(...)``, ``static=False`` is ``nnx.data(...)``.
+
+    The other keywords (``default``, ``default_factory``, ``init``, ``metadata``, ...) are those
+    of ``dataclasses.field``; the field's metadata also gets ``"static": static``, as in the reference.
+
+    Example:
+        >>> import jax.numpy as jnp, plait as nnx
+        >>> @nnx.dataclass
+        ... class Scaled(nnx.Pytree):
+        ...     scale: float = nnx.field(default=2.0)
+        ...     name: str = nnx.field(static=True, default="s")
+        >>> s = Scaled()
+        >>> type(s.scale).__name__, s.name, nnx.is_data(s.scale)
+        ('ArrayImpl', 's', True)
+    """
+    metadata = dict(kwargs.pop("metadata", None) or {})
+    if "static" in metadata and metadata["static"] != static:
+        raise ValueError(
+            f"nnx.field(static={static!r}, metadata={{'static': {metadata['static']!r}}}): the two disagree. "
+            "Give static= only."
+        )
+    metadata["static"] = static
+    return _marker(static, dataclasses.MISSING, {**kwargs, "metadata": metadata})
 
 
 def dataclass(

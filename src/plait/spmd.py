@@ -40,7 +40,8 @@ from .sharding_rules import (
     using_eager_sharding,
 )
 from .transforms.functional import eval_shape
-from .variables import PARTITION_NAME, Variable, add_axis, remove_axis, with_metadata
+from .variable_axes import add_axis, remove_axis
+from .variables import PARTITION_NAME, Variable, with_metadata
 
 __all__ = [
     "PARTITION_NAME",

@@ -2,12 +2,12 @@
 ``nnx.vars_as``, ``nnx.var_defaults``.
 
 The reference can back a Variable by a JAX mutable array (``ref=True``) or a hijax type
-(``hijax=True``), and can make it immutable (``mutable=False``). A plait Variable is one
-kind of thing: a plain mutable Python cell whose value plait's transforms carry in and out
-(that is what writes state back, with no mutable arrays involved). So these functions
-accept the values that describe plait's Variables (``hijax=False``, ``ref=False``,
-``mutable=True``) and refuse the others with a :class:`~plait.errors.VariableError`
-instead of accepting and ignoring them.
+(``hijax=True``), and can make it immutable (``mutable=False``). A plait Variable is a plain
+mutable Python cell whose value plait's transforms carry in and out, or (``ref=True``) a
+cell backed by a JAX ref (see :mod:`plait.array_refs`). ``with_vars(ref=...)`` converts a
+model's Variables either way; the other modes (``hijax=True``, ``mutable=False``) and a
+default mode for new Variables (``var_defaults(ref=True)``) are refused with a
+:class:`~plait.errors.VariableError` instead of being accepted and ignored.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
+from .array_refs import is_mutable_array, mutable_array
 from .errors import VariableError
 from .filters import Filter, to_predicate
+from .graph import find_duplicates
+from .graph_map import map as map_variables
 from .mode import NoOpContext
+from .variables import Variable
 from .views import _copy_sharing_variables
 
 __all__ = ["with_vars", "vars_as", "var_defaults", "VarDefaults"]
@@ -27,16 +31,21 @@ A = TypeVar("A")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _refuse(where: str, hijax: Any, ref: Any, mutable: Any = None) -> None:
-    for name, value, plain in (("hijax", hijax, False), ("ref", ref, False), ("mutable", mutable, True)):
+def _refuse(where: str, hijax: Any, ref: Any, mutable: Any = None, ref_ok: bool = False) -> None:
+    for name, value, plain in (("hijax", hijax, False), ("ref", ref, None if ref_ok else False),
+                               ("mutable", mutable, True)):
         if value is None or value is plain:
             continue
-        if value is not (not plain):
+        if value not in (True, False):
             raise VariableError(f"{where}: {name} must be True, False or None, got {value!r}")
+        if plain is None:  # both accepted
+            continue
         raise VariableError(
             f"{where}({name}={value!r}): plait Variables are plain mutable Python cells that its transforms carry "
             f"in and out; there is no {'immutable' if name == 'mutable' else name} mode.\n"
             f"Leave {name} out (or pass {name}={plain!r})."
+            + (" plait has no default mode for new Variables: back one by a JAX ref with nnx.Param(x, ref=True), or "
+               "a model's with nnx.with_vars(model, ref=True)." if name == "ref" else "")
             + (" To keep a Variable from changing, leave it out of the optimizer (wrt=nnx.Param) or differentiate "
                "with a DiffState filter." if name == "mutable" else "")
         )
@@ -46,9 +55,10 @@ def with_vars(node: A, /, *, hijax: bool | None = None, ref: bool | None = None,
               only: Filter = ..., allow_duplicates: bool = False) -> A:
     """A copy of ``node`` (sharing its Variables) with the Variables ``only`` selects in the given mode.
 
-    plait's Variables are always ``hijax=False, ref=False, mutable=True``: asking for that
-    returns a copy sharing every Variable (as the reference does when nothing changes);
-    asking for another mode raises :class:`~plait.errors.VariableError`.
+    ``ref=True`` gives the selected Variables that are not ref-backed new ref-backed copies
+    (``ref=False`` the reverse: plain copies holding the refs' current arrays); the others
+    stay shared. plait's Variables are always ``hijax=False, mutable=True``: asking for another
+    of those modes raises :class:`~plait.errors.VariableError`.
 
     Example:
         >>> import plait as nnx
@@ -56,9 +66,29 @@ def with_vars(node: A, /, *, hijax: bool | None = None, ref: bool | None = None,
         >>> nnx.with_vars(model, ref=False).kernel is model.kernel
         True
     """
-    _refuse("nnx.with_vars", hijax, ref, mutable)
-    to_predicate(only)  # a bad filter is an error here too
-    return _copy_sharing_variables(node)
+    _refuse("nnx.with_vars", hijax, ref, mutable, ref_ok=True)
+    predicate = to_predicate(only)  # a bad filter is an error here too
+    if ref is None:
+        return _copy_sharing_variables(node)
+
+    def different(path: tuple, v: Any) -> bool:
+        return isinstance(v, Variable) and is_mutable_array(v.raw_value) is not ref and predicate(path, v)
+
+    if not allow_duplicates and (shared := find_duplicates(node, only=different)):
+        paths = "; ".join(" and ".join("/".join(map(str, p)) for p in group) for group in shared)
+        raise VariableError(
+            f"nnx.with_vars(ref={ref}): these Variables are reached by two paths: {paths}. A new Variable for "
+            "each path would split one Variable in two.\nPass allow_duplicates=True to give them one new Variable."
+        )
+
+    def convert(path: tuple, v: Variable) -> Variable:
+        if not different(path, v):
+            return v
+        meta = {k: x for k, x in v.get_metadata().items() if k != "ref"}
+        raw = v.raw_value
+        return type(v).from_metadata(mutable_array(raw) if ref else raw[...], {**meta, "ref": True} if ref else meta)
+
+    return map_variables(convert, node, recreate_variables=False)
 
 
 def vars_as(node: A, /, **kwargs: Any) -> A:

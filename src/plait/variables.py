@@ -30,12 +30,13 @@ import functools
 import operator
 import types
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import jax
 import jax.numpy as jnp
 
+from .array_refs import is_mutable_array, mutable_array, write
 from .errors import VariableError
 from .object import _portable, closed_over_error, owner_path, structure_changed, trace_state
 from .sharding_rules import eager_shard
@@ -54,8 +55,6 @@ __all__ = [
     "RngCount",
     "OptState",
     "with_metadata",
-    "add_axis",
-    "remove_axis",
     "PARTITION_NAME",
 ]
 
@@ -95,14 +94,12 @@ def _remap_sharding(metadata: dict, stacklevel: int) -> None:
             metadata["out_sharding"] = metadata.pop(old)
 
 
-def _refuse_modes(hijax: Any, ref: Any) -> None:
-    for name, flag in (("hijax", hijax), ("ref", ref)):
-        if flag:
-            raise VariableError(
-                f"{name}=True: plait Variables are plain Python cells that transforms carry in and out; "
-                f"they have no {name} mode.\n"
-                f"Leave {name} out (or pass {name}=False)."
-            )
+def _refuse_modes(hijax: Any) -> None:
+    if hijax:
+        raise VariableError(
+            "hijax=True: plait Variables are plain Python cells that transforms carry in and out; they have no "
+            "hijax mode.\nLeave hijax out (or pass hijax=False); ref=True backs a Variable by a JAX ref."
+        )
 
 
 class Variable(Generic[A]):
@@ -130,14 +127,16 @@ class Variable(Generic[A]):
 
     def __init__(self, value: Any, *, hijax: bool | None = None, ref: bool | None = None,
                  eager_sharding: bool | None = None, **metadata: Any) -> None:
-        _refuse_modes(hijax, ref)
+        _refuse_modes(hijax)
         if isinstance(value, VariableMetadata):
             carried = value
             metadata = {**carried.metadata, **metadata}
             for name in _HOOKS:
                 if getattr(carried, name) and name not in metadata:
                     metadata[name] = tuple(getattr(carried, name))
-            _refuse_modes(metadata.pop("hijax", None), metadata.pop("ref", None))
+            _refuse_modes(metadata.pop("hijax", None))
+            carried_ref = metadata.pop("ref", None)
+            ref = carried_ref if ref is None else ref
             carried_eager = metadata.pop("eager_sharding", None)
             eager_sharding = carried_eager if eager_sharding is None else eager_sharding
             value = carried.raw_value
@@ -155,6 +154,11 @@ class Variable(Generic[A]):
             self._value = self.create_value(value)
         if metadata and metadata.get("out_sharding"):  # placed on the mesh as it is created
             self._value = eager_shard(self._value, metadata, eager_sharding)
+        if ref is False and is_mutable_array(self._value):
+            self._value = self._value[...]
+        elif ref or is_mutable_array(self._value):  # ref-backed: reads and writes go to a JAX ref
+            self._value = self._value if is_mutable_array(self._value) else mutable_array(self._value)
+            self._meta = {**metadata, "ref": True}
 
     __class_getitem__ = classmethod(types.GenericAlias)  # nnx.Param[jax.Array] in annotations
 
@@ -175,14 +179,14 @@ class Variable(Generic[A]):
 
     def _read(self) -> Any:
         """The value as users see it: the raw value, through ``get_value`` if that changes it."""
-        if self._plait_plain_get and not (self._meta and "on_get_value" in self._meta):
+        if self._plait_plain_get and not (self._meta and ("on_get_value" in self._meta or "ref" in self._meta)):
             return self._value
         return self.get_value()
 
     # -- value ------------------------------------------------------------------------------
     @property
     def value(self) -> Any:
-        if self._plait_plain_get and not (self._meta and "on_get_value" in self._meta):
+        if self._plait_plain_get and not (self._meta and ("on_get_value" in self._meta or "ref" in self._meta)):
             return self._value  # _read inlined: the common case costs one attribute read
         return self.get_value()
 
@@ -208,6 +212,8 @@ class Variable(Generic[A]):
     def get_value(self, *, index: Any = _MISSING) -> Any:
         """The value (``v[index]`` if given), through the ``on_get_value`` hooks."""
         value = self._value
+        if is_mutable_array(value):
+            value = value[...]
         if index is not _MISSING and index is not Ellipsis:
             value = value[index]
         for hook in self._hooks("on_get_value"):
@@ -218,9 +224,12 @@ class Variable(Generic[A]):
         """Set the value (or ``v[index]``), through the ``on_set_value`` hooks."""
         for hook in self._hooks("on_set_value"):
             value = hook(self, value)
+        self._check_trace()
+        if is_mutable_array(self._value):  # written into the ref, which stays
+            write(self._value, Ellipsis if index is _MISSING else index, _unwrap(value), type(self).__name__)
+            return
         if index is not _MISSING and index is not Ellipsis:
             value = _set_index(self._value, index, value)
-        self._check_trace()
         self._value = value
 
     @property
@@ -236,8 +245,11 @@ class Variable(Generic[A]):
         return self._value
 
     def set_raw_value(self, value: Any) -> None:
-        """Store ``value`` as is, skipping the ``on_set_value`` hooks."""
+        """Store ``value`` as is, skipping the ``on_set_value`` hooks (into the ref, if ref-backed)."""
         self._check_trace()
+        if is_mutable_array(self._value) and not is_mutable_array(value):
+            write(self._value, Ellipsis, value, type(self).__name__)
+            return
         self._value = value
 
     def __getitem__(self, index: Any) -> Any:
@@ -503,10 +515,13 @@ class Variable(Generic[A]):
     # that was checked is checked against the trace it is unpickled in).
     def __getstate__(self) -> tuple:
         meta = {k: _portable(v, k, self) for k, v in self._meta.items()} if self._meta else self._meta
-        return (self._value, meta, self._trace is not None)
+        value = self._value[...] if is_mutable_array(self._value) else self._value  # a ref pickles as its array
+        return (value, meta, self._trace is not None)
 
     def __setstate__(self, state: tuple) -> None:
         self._value, self._meta, checked = state
+        if self._meta and self._meta.get("ref") and not is_mutable_array(self._value):
+            self._value = mutable_array(self._value)
         self._plait_seen = False
         self._trace = trace_state() if checked else None
 
@@ -719,79 +734,4 @@ def with_metadata(
     return wrapper
 
 
-# -- axes added and removed by mapping transforms ------------------------------------------
-def _variables_in(tree: Any) -> list:
-    # A State is a pytree whose children are its Variables, so it needs no case of its own.
-    return [v for v in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, Variable)) if isinstance(v, Variable)]
-
-
 PARTITION_NAME = "partition_name"  # the key of the axis name in a transform's transform_metadata
-
-
-def _axis_fields(axis_name: Any) -> tuple[Any, dict]:
-    """``axis_name`` (a name, None, or a transform_metadata mapping) as the name and
-    ``{metadata key: entry}`` to insert into tuple metadata of that key (out_sharding: the name)."""
-    if isinstance(axis_name, Mapping):
-        if PARTITION_NAME not in axis_name:
-            raise VariableError(
-                f"transform_metadata {dict(axis_name)!r} has no {PARTITION_NAME!r} entry naming the new axis.\n"
-                f"Write transform_metadata={{nnx.PARTITION_NAME: 'layers'}}"
-            )
-        rest = dict(axis_name)
-        name = rest.pop(PARTITION_NAME)
-        return name, {"out_sharding": name, **rest}
-    return axis_name, {"out_sharding": axis_name}
-
-
-def add_axis(tree: Any, axis_index: int, axis_name: Any) -> Any:
-    """After a transform added axis ``axis_index`` to the values of the Variables in ``tree``
-    (``vmap``/``scan`` outputs): insert ``axis_name`` into each ``out_sharding`` metadata and
-    call each Variable's :meth:`Variable.add_axis`. ``axis_name`` may be the transform's
-    ``transform_metadata`` mapping (``{nnx.PARTITION_NAME: name, other_key: entry}``: each
-    other tuple metadata gets its entry too). Returns ``tree``.
-
-    Example:
-        >>> import jax.numpy as jnp, plait as nnx
-        >>> from plait.variables import add_axis
-        >>> v = nnx.Param(jnp.ones((3, 2)), out_sharding=("model",))
-        >>> _ = add_axis([v], 0, "batch"); v.out_sharding
-        ('batch', 'model')
-    """
-    name, fields = _axis_fields(axis_name)
-    for v in _variables_in(tree):
-        for key, entry in fields.items():
-            spec = v._meta.get(key)
-            if spec and isinstance(spec, (tuple, list)):
-                new = list(spec) + [None] * max(0, axis_index - len(spec))
-                new.insert(axis_index, entry)
-                v.set_metadata(key, tuple(new))
-        v.add_axis(axis_index, name)
-    return tree
-
-
-def remove_axis(tree: Any, axis_index: int, axis_name: Any) -> Any:
-    """Before a transform removes axis ``axis_index`` (``vmap``/``scan`` inputs): the inverse
-    of :func:`add_axis`. Returns ``tree``.
-
-    Example:
-        >>> import jax.numpy as jnp, plait as nnx
-        >>> from plait.variables import remove_axis
-        >>> v = nnx.Param(jnp.ones((3, 2)), out_sharding=("batch", "model"))
-        >>> _ = remove_axis([v], 0, "batch"); v.out_sharding
-        ('model',)
-    """
-    name, fields = _axis_fields(axis_name)
-    for v in _variables_in(tree):
-        for key, entry in fields.items():
-            spec = v._meta.get(key)
-            if spec and isinstance(spec, (tuple, list)):
-                new = list(spec)
-                if axis_index >= len(new) or new[axis_index] != entry:
-                    raise VariableError(
-                        f"remove_axis: a {type(v).__name__} with {key}={tuple(spec)!r} has no {entry!r} at axis "
-                        f"{axis_index}; the transform's axis name must be the one its {key} names there."
-                    )
-                del new[axis_index]
-                v.set_metadata(key, tuple(new))
-        v.remove_axis(axis_index, name)
-    return tree

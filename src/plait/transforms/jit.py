@@ -300,6 +300,14 @@ class JitWrapped:
             fast = col.same and not graph_out and all(gd.leaf_nodes[k] >= 0 for k in emit)
             info = _Info(col, emit, fast, graph_out)
             values = [flat2.leaves[k] for k in emit]
+            for k, v in zip(emit, values):
+                if isinstance(v, jax.Ref):  # JAX cannot return a ref from jit (a new one, or one moved)
+                    raise TransformError(
+                        f"jit: `{path_text(fun, n_args, bool(graph_kw), col.graphdef.leaf_paths[k])}` is a Variable "
+                        "backed by a JAX ref (ref=True) that was created or moved inside the jitted function; a ref "
+                        "cannot leave jit.\nCreate ref-backed Variables outside nnx.jit and pass them in (their "
+                        "writes come back in place), or make this one a plain Variable (ref=False)."
+                    )
             if shardings is not None:  # state keeps the sharding it came in with
                 values = [
                     constrain(v, shardings[0][col.input_leaf[k]])

@@ -168,6 +168,20 @@ class Call:
         self.n_args = len(args)
         self.roots = args + (kwargs,) if kwargs else args
         self.flat, self.leaves = flatten(self.roots, scalars=scalars)
+        self.refuse_refs()
+
+    def refuse_refs(self) -> None:
+        """Only ``jit`` carries ref-backed Variables (JAX applies their writes in place); the
+        other transforms would differentiate, batch or loop over a ref, which JAX cannot do
+        or would do wrong, so they refuse it by path."""
+        for k, leaf in enumerate(self.leaves):
+            if isinstance(leaf, jax.Ref):
+                raise TransformError(
+                    f"{self.transform}: {self.describe_leaf(k)} is backed by a JAX ref (ref=True, nnx.mutable); "
+                    f"plait's {self.transform} carries plain Variables only (nnx.jit takes refs).\n"
+                    "Pass plain Variables: nnx.with_vars(model, ref=False) gives a copy without refs (nnx.freeze "
+                    "does the same for a State), or keep this Variable out of the transform's arguments."
+                )
 
     @property
     def graphdef(self) -> GraphDef:

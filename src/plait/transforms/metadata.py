@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from ..encoding import flatten
 from ..errors import TransformError
 from ..mode import check_graph_mode
-from ..variables import PARTITION_NAME, Variable, add_axis, remove_axis
+from ..variable_axes import add_axis, remove_axis
+from ..variables import PARTITION_NAME, Variable
 from .axes import Carry, SameKeys, resolve
 from .lift import Call, check_callable
 from .vmap import arg_specs

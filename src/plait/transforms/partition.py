@@ -5,7 +5,7 @@ A stack of layers built by ``vmap`` has one more axis than each layer; with
 Variable's ``out_sharding`` (so ``get_partition_spec`` shards or replicates it like any
 other). Inside a ``scan`` over the stack, a step sees one layer, so the name is taken out
 for the step and put back on the way out. The Variables' ``on_add_axis`` /
-``on_remove_axis`` hooks run at the same moments (:func:`plait.variables.add_axis`).
+``on_remove_axis`` hooks run at the same moments (:func:`plait.variable_axes.add_axis`).
 
 This runs at trace time on the fresh objects a transform builds, so the caller's Variables
 never see the intermediate metadata, and a cached compiled transform pays nothing.
@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from ..encoding import flatten
 from ..errors import TransformError
 from ..sharding_rules import current_mesh, shard_value, using_eager_sharding
-from ..variables import PARTITION_NAME, Variable, add_axis, remove_axis
+from ..variable_axes import add_axis, remove_axis
+from ..variables import PARTITION_NAME, Variable
 
 __all__ = ["AxisMetadata", "check_transform_metadata", "shard_stacked"]
 
