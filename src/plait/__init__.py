@@ -9,7 +9,7 @@ Example:
     (1, 2)
 """
 
-from . import checkpoints, compat, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
+from . import bridge, checkpoints, compat, filterlib, filters, initializers, metrics, nn, spmd, summary, transforms
 from .display import graph_repr as _graph_repr  # noqa: F401  (installs the graph view as every Object's repr)
 from .ema import EMA
 from .errors import (
@@ -19,6 +19,7 @@ from .errors import (
     GraphError,
     LayerError,
     MetricError,
+    MissingDependencyError,
     MissingStreamError,
     PlaitError,
     RngError,
@@ -132,7 +133,7 @@ _hide_own_frames()
 __all__ = [
     # errors
     "AxisError", "CheckpointError", "FilterError", "GraphError", "LayerError", "MetricError", "MissingStreamError",
-    "PlaitError", "RngError", "StateError", "TransformError", "VariableError",
+    "MissingDependencyError", "PlaitError", "RngError", "StateError", "TransformError", "VariableError",
     # modules, Variables, state
     "Dict", "List", "Module", "Object", "State", "capture", "iter_modules",
     "BatchStat", "Cache", "Intermediate", "OptState", "PARTITION_NAME", "Param", "Perturbation", "RngCount", "RngKey",
@@ -151,7 +152,7 @@ __all__ = [
     "RngStream", "Rngs", "SplitBackups", "fork", "fork_rngs", "reseed", "restore_rngs", "split_rngs", "with_rngs",
     # training, display, checkpoints
     "EMA", "Metric", "ModelAndOptimizer", "MultiMetric", "Optimizer", "TrainState", "checkpoints", "display",
-    "metrics", "summary", "tabulate", "compat",
+    "metrics", "summary", "tabulate", "compat", "bridge",
     "OptArray", "OptVariable", "A", "M", "Initializer",
     "initializers", "nn",
     # data and static attributes
