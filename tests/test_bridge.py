@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import types
 import warnings
 
 import jax
@@ -330,9 +331,11 @@ def test_plait_and_to_nnx_work_without_flax_and_to_linen_names_the_install():
 
 # -- the guide ------------------------------------------------------------------------------------
 
-def test_the_bridge_guide_runs():
+def test_the_bridge_guide_runs(monkeypatch):
     from test_docs import run_page
 
+    # Linen's dataclasses look their module up in sys.modules; the page runs as `docs_bridge`
+    monkeypatch.setitem(sys.modules, "docs_bridge", types.ModuleType("docs_bridge"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        assert run_page(ROOT / "docs" / "bridge.md") >= 5
+        assert run_page(ROOT / "docs" / "bridge.md") >= 10
