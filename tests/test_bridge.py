@@ -128,6 +128,28 @@ def test_gradients_through_to_nnx_match_linen():
     np.testing.assert_allclose(grads["kernel"].get_value(), expected["params"]["kernel"], rtol=1e-6)
 
 
+def test_a_wrapper_is_an_ordinary_plait_module():
+    """split/merge, clone, pickle and an Optimizer step, as for any module."""
+    import pickle
+
+    optax = pytest.importorskip("optax")
+    x = jnp.arange(8.0).reshape(2, 4)
+    model = nnx.bridge.ToNNX(nn.Sequential([nn.Dense(3), nn.relu, nn.Dense(2)]), rngs=nnx.Rngs(0)).lazy_init(x)
+    y = model(x)
+    for copy in (nnx.merge(*nnx.split(model)), nnx.clone(model), pickle.loads(pickle.dumps(model))):
+        np.testing.assert_allclose(copy(x), y, rtol=1e-6)
+    optimizer = nnx.Optimizer(model, optax.sgd(1e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.sum(m(x) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(3)]
+    assert losses[2] < losses[0]
+
+
 def test_other_collections_get_types_named_after_them():
     class Counter(nn.Module):
         @nn.compact
