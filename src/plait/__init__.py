@@ -11,6 +11,7 @@ Example:
 
 # The reference's submodules as namespaces (nnx.graphlib.split, nnx.statelib.State, ...); nothing in plait imports them.
 from . import (
+    bridge,
     checkpoints,
     compat,
     deprecations,
@@ -55,6 +56,7 @@ from .errors import (
     GraphError,
     LayerError,
     MetricError,
+    MissingDependencyError,
     MissingStreamError,
     PlaitError,
     RngError,
@@ -179,7 +181,7 @@ _hide_own_frames()
 __all__ = [
     # errors
     "AxisError", "CheckpointError", "FilterError", "GraphError", "LayerError", "MetricError", "MissingStreamError",
-    "PlaitError", "RngError", "StateError", "TransformError", "VariableError",
+    "MissingDependencyError", "PlaitError", "RngError", "StateError", "TransformError", "VariableError",
     # modules, Variables, state
     "Dict", "List", "Module", "Object", "State", "capture", "iter_modules",
     "BatchStat", "Cache", "Intermediate", "OptState", "PARTITION_NAME", "Param", "Perturbation", "RngCount", "RngKey",
@@ -198,7 +200,7 @@ __all__ = [
     "RngStream", "Rngs", "SplitBackups", "fork", "fork_rngs", "reseed", "restore_rngs", "split_rngs", "with_rngs",
     # training, display, checkpoints
     "EMA", "Metric", "ModelAndOptimizer", "MultiMetric", "Optimizer", "TrainState", "checkpoints", "display",
-    "metrics", "summary", "tabulate", "compat",
+    "metrics", "summary", "tabulate", "compat", "bridge",
     "OptArray", "OptVariable", "A", "M", "Initializer",
     "initializers", "nn",
     # data and static attributes

@@ -21,6 +21,7 @@ __all__ = [
     "MetricError",
     "CheckpointError",
     "VariableError",
+    "MissingDependencyError",
 ]
 
 
@@ -73,3 +74,7 @@ class VariableError(PlaitError, TypeError, ValueError):
     """A Variable was used in a way its value does not allow (``if v:`` on an array, a call
     of a non-function, a metadata request it cannot meet)."""
 
+
+
+class MissingDependencyError(PlaitError, ImportError):
+    """An optional package a feature needs is not installed (the message names what to install)."""
