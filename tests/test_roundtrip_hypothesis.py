@@ -264,6 +264,35 @@ def test_merge_of_split_is_an_equal_copy_with_the_same_sharing(spec):
 
 @SETTINGS
 @given(module_specs())
+def test_generated_code_for_repeated_split_state_merge_builds_what_the_plan_builds(spec):
+    # After COMPILE_AFTER uses, split/state/merge of one structure run generated straight-line
+    # code (plait.build_code); it must build exactly what the interpreted plan builds.
+    from plait.encoding import COMPILE_AFTER
+
+    model = build(spec)
+
+    def entries(state):
+        return [(p, type(v).__name__, np.asarray(v.value if isinstance(v, nnx.Variable) else v).tolist())
+                for p, v in state.flat_state()]
+
+    first_gd, *first = nnx.split(model, nnx.Param, ...)
+    first_state = nnx.state(model)
+    for _ in range(COMPILE_AFTER + 1):
+        gd, *states = nnx.split(model, nnx.Param, ...)
+        whole = nnx.state(model)
+        copy = nnx.merge(gd, *states)
+    assert gd == first_gd
+    assert [entries(s) for s in states] == [entries(s) for s in first]
+    assert entries(whole) == entries(first_state)
+    assert canonical(copy) == canonical(model)
+    assert_same_sharing(model, copy, disjoint=True)
+    for new, old in zip(states + [whole], first + [first_state]):  # fresh Variable copies every time
+        for (_, v), (_, w) in zip(new.flat_state(), old.flat_state()):
+            assert not isinstance(v, nnx.Variable) or v is not w
+
+
+@SETTINGS
+@given(module_specs())
 def test_clone_is_an_equal_deep_copy_with_the_same_sharing(spec):
     model = build(spec)
     before = canonical(model)

@@ -16,18 +16,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .object import Dict, List
+from .object import Dict, List, Object
 
 __all__ = ["compile_builder"]
 
-_set = object.__setattr__
+# An Object's bookkeeping slots, set without its __setattr__ (which tracks user attributes).
+_SET_SEEN = Object.__dict__["_plait_seen"].__set__
+_SET_TRACE = Object.__dict__["_plait_trace"].__set__
 
 
 class _Code:
     """Names for the constants a generated function refers to, and its lines."""
 
     def __init__(self) -> None:
-        self.env: dict[str, Any] = {"new": object.__new__, "_set": _set, "List": List, "Dict": Dict}
+        self.env: dict[str, Any] = {"new": object.__new__, "List": List, "Dict": Dict,
+                                    "set_seen": _SET_SEEN, "set_trace": _SET_TRACE}
         self.lines: list[str] = []
         self._names: dict[int, str] = {}
 
@@ -73,7 +76,7 @@ def compile_builder(graphdef: Any, plan: tuple, static_value: Callable[[Any], An
         out.append(f"o{i} = new({code.const(cls)}); o{i}._value = L[{k}]; o{i}._meta = {code.const(meta)}; "
                    f"o{i}._plait_seen = False; o{i}._trace = T")
     for i, cls in objects:
-        out.append(f"o{i} = new({code.const(cls)}); _set(o{i}, '_plait_seen', False); _set(o{i}, '_plait_trace', T)")
+        out.append(f"o{i} = new({code.const(cls)}); set_seen(o{i}, False); set_trace(o{i}, T)")
     for i, attrs, node_refs, other_refs in fills:
         out.append(f"d = o{i}.__dict__; d.update({code.const(attrs)})")
         for name, j in node_refs:
@@ -87,3 +90,39 @@ def compile_builder(graphdef: Any, plan: tuple, static_value: Callable[[Any], An
     namespace = dict(code.env)
     exec(compile(source, f"<plait build of {len(graphdef.nodes)} objects>", "exec"), namespace)  # noqa: S102
     return namespace["build"]
+
+
+def compile_states(graphdef: Any, parts: list, state_cls: type, origin_cls: type) -> Callable:
+    """``states(slots, leaves) -> [State, ...]`` for one ``split``/``state`` plan: each part
+    ``(leaf indices, skeleton levels)`` becomes a State of Variable copies (or raw arrays), as
+    ``graph._states`` builds them, written out as straight-line code."""
+    code = _Code()
+    code.env.update(State=state_cls, Origin=origin_cls, gd=graphdef)
+    out = code.lines
+    results = []
+    for p, (indices, levels) in enumerate(parts):
+        entries = []
+        for j, k in enumerate(indices):
+            node = graphdef.leaf_nodes[k]
+            if node < 0:
+                entries.append(f"leaves[{k}]")
+                continue
+            cls = code.const(graphdef.nodes[node].type)
+            out.append(f"s = slots[{k}]; v = new({cls}); v._value = s._value; v._meta = s._meta; "
+                       "v._plait_seen = False; v._trace = None")
+            out.append(f"e{p}_{j} = v")
+            entries.append(f"e{p}_{j}")
+        names = list(entries)
+        out.append(f"origin = Origin(gd, {code.const(tuple(indices))}, [{', '.join(entries)}])")
+        for level, (keys, refs) in enumerate(levels):
+            pairs = ", ".join(f"{code.const(key)}: {names[ref]}" for key, ref in zip(keys, refs))
+            name = f"l{p}_{level}"
+            out.append(f"{name} = new(State); {name}._origin = origin; {name}._mapping = {{{pairs}}}")
+            names.append(name)
+        out.append(f"origin.root = id({names[-1]})")
+        results.append(names[-1])
+    out.append(f"return [{', '.join(results)}]")
+    source = "def states(slots, leaves):\n" + "".join(f"    {line}\n" for line in out)
+    namespace = dict(code.env)
+    exec(compile(source, f"<plait states of {graphdef.num_leaves} leaves>", "exec"), namespace)  # noqa: S102
+    return namespace["states"]

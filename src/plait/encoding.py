@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from . import object as _object
+from .build_code import compile_builder
 from .errors import GraphError
 from .object import Dict, List, Object, trace_state
 from .variables import Variable
@@ -150,7 +151,7 @@ class GraphDef:
     """
 
     __slots__ = ("nodes", "roots", "leaf_paths", "leaf_nodes", "leaf_owners", "has_raw_leaves", "_hash", "_path_index",
-                 "_plan", "revisits", "node_paths", "_aliases")
+                 "_plan", "revisits", "node_paths", "_aliases", "_builds", "_builder")
 
     def __init__(self, nodes: tuple, roots: tuple, leaf_paths: tuple, leaf_nodes: tuple, leaf_owners: tuple) -> None:
         self.nodes = nodes
@@ -162,6 +163,8 @@ class GraphDef:
         self._hash: int | None = None
         self._path_index: dict | None = None
         self._plan: tuple | None = None  # how to build new objects from leaves (see _build_new)
+        self._builds = 0  # how often it was built anew, and the generated builder once that is often
+        self._builder: Any = None
         self.revisits: tuple = ()  # (node, path) for each second path to a node (not part of equality)
         self.node_paths: tuple = ()
         self._aliases: tuple | None = None
@@ -408,10 +411,16 @@ def flatten_cached(roots: tuple) -> Flat:
     if _CACHE_EPOCH != _object.STRUCTURE_EPOCH:
         _CACHE.clear()
         _CACHE_EPOCH = _object.STRUCTURE_EPOCH
-    key = tuple([id(r) for r in roots])
-    hit = _CACHE.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], roots)):
-        return hit[1]
+    if len(roots) == 1:  # the common case, without the loops
+        key: tuple = (id(roots[0]),)
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0][0] is roots[0]:
+            return hit[1]
+    else:
+        key = tuple([id(r) for r in roots])
+        hit = _CACHE.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], roots)):
+            return hit[1]
     flat, _ = flatten(roots)
     if _CACHE_EPOCH != _object.STRUCTURE_EPOCH:  # flattening itself never changes structure
         _CACHE.clear()
@@ -561,8 +570,24 @@ def _plan(graphdef: GraphDef) -> tuple:
     return graphdef._plan
 
 
+# Builds of one GraphDef that follow its plan before it gets generated straight-line code.
+COMPILE_AFTER = 3
+
+
+def _static_value(value: Any) -> Any:
+    return value.value if type(value) is _ByIdentity else value
+
+
 def _build_new(graphdef: GraphDef, leaves: list) -> tuple[tuple, list]:
-    """:func:`unflatten` without ``reuse``: every object new, following :func:`_plan`."""
+    """:func:`unflatten` without ``reuse``: every object new, following :func:`_plan` (or, for
+    a GraphDef built often, the code generated from it, see :mod:`plait.build_code`)."""
+    builder = graphdef._builder
+    if builder is not None:
+        return builder(leaves, trace_state())
+    graphdef._builds += 1
+    if graphdef._builds >= COMPILE_AFTER:
+        graphdef._builder = compile_builder(graphdef, _plan(graphdef), _static_value)
+        return graphdef._builder(leaves, trace_state())
     variables, objects, fills = _plan(graphdef)
     objs: list = [None] * len(graphdef.nodes)
     trace = trace_state()

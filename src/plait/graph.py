@@ -15,6 +15,8 @@ an existing graph. States made by ``split``/``state`` remember where their leave
 
 from __future__ import annotations
 
+import operator
+
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -22,7 +24,8 @@ import jax
 
 from . import filterlib  # noqa: F401  (nnx.graph.filterlib, as in the reference)
 from .array_refs import is_mutable_array, mutable_array
-from .encoding import OBJ, VAR, Flat, GraphDef, flatten_cached, is_graph_node, sorted_keys, write_leaves
+from .build_code import compile_states
+from .encoding import COMPILE_AFTER, OBJ, VAR, Flat, GraphDef, flatten_cached, is_graph_node, sorted_keys, write_leaves
 from .encoding import flatten as encode
 from .encoding import unflatten as decode
 from .errors import FilterError, GraphError
@@ -70,12 +73,17 @@ def _states(flat: Flat, filters: tuple, strict: bool = False) -> list[State]:
         else:
             groups = [list(range(gd.num_leaves)), []]
         parts = [(tuple(g), skeleton([gd.leaf_paths[k][1:] for k in g])) for g in groups[:-1]]
-        plan = (parts, groups[-1])  # and the leaves no filter selects
+        plan = [parts, groups[-1], 0, None]  # and the leaves no filter selects, uses, generated code
         if structural:
             flat.plans[filters] = plan
-    parts, unclaimed = plan
+    parts, unclaimed, uses, code = plan
     if strict and unclaimed:
         _unclaimed(gd, unclaimed, flat, leaves, filters)
+    if code is None and uses + 1 >= COMPILE_AFTER and structural:
+        code = plan[3] = compile_states(gd, parts, State, Origin)
+    if code is not None:
+        return code(flat.slots, leaves)
+    plan[2] = uses + 1
     slots, new = flat.slots, object.__new__
     out = []
     for indices, skel in parts:
@@ -129,6 +137,15 @@ def _origin(state: Any, graphdef: GraphDef) -> Origin | None:
     return o
 
 
+def _origin_values(o: Origin) -> list:
+    """The values of an Origin's entries (a Variable's value, or the raw array), in its order."""
+    if o.variables is None:  # entries are all Variables (no raw arrays): known once per State
+        o.variables = all(isinstance(e, Variable) for e in o.entries)
+    if o.variables:
+        return [e._value for e in o.entries]
+    return [e._value if isinstance(e, Variable) else e for e in o.entries]
+
+
 def _origin_leaves(graphdef: GraphDef, states: tuple) -> list | None:
     """The leaves of ``graphdef`` taken by position from the States' Origins; None if a State
     has none, or they do not give every leaf exactly once."""
@@ -136,7 +153,7 @@ def _origin_leaves(graphdef: GraphDef, states: tuple) -> list | None:
     if any(o is None for o in origins) or sum(len(o.indices) for o in origins) != graphdef.num_leaves:
         return None
     if len(origins) == 1:
-        return [e._value if isinstance(e, Variable) else e for e in origins[0].entries]
+        return _origin_values(origins[0])
     out: list = [_MISSING] * graphdef.num_leaves
     for o in origins:
         for k, e in zip(o.indices, o.entries):
@@ -342,17 +359,19 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         _check_fits(flat, 0, node._value, value)
         node.value = value  # the public setter: refuses a write from inside another trace
         return
-    origins = [_origin(s, gd) for s in given]
-    if not gd.has_raw_leaves and all(o is not None for o in origins):  # leaves by position
+    origins = [_origin(state, gd)] if not states else [_origin(s, gd) for s in given]
+    if not gd.has_raw_leaves and None not in origins:  # leaves by position
         slots = flat.slots
         writes = []
         for o in origins:
-            for k, e in zip(o.indices, o.entries):
-                value = e._value if isinstance(e, Variable) else e
-                old = slots[k]._value
-                if value is not old:  # the same array is trivially of the same shape (the common case)
+            values = _origin_values(o)
+            olds = [slots[k]._value for k in o.indices]
+            if all(map(operator.is_, values, olds)):  # the same arrays: nothing to check or write
+                continue
+            for k, value, old in zip(o.indices, values, olds):
+                if value is not old:  # the same array is trivially of the same shape
                     _check_fits(flat, k, old, value)
-                writes.append((k, value))
+                    writes.append((k, value))
         for k, value in writes:  # written only once every value is known to fit
             slots[k]._value = value
         return

@@ -48,7 +48,7 @@ class Origin:
     used.
     """
 
-    __slots__ = ("graphdef", "indices", "entries", "root", "intact")
+    __slots__ = ("graphdef", "indices", "entries", "root", "intact", "variables")
 
     def __init__(self, graphdef: Any, indices: tuple, entries: list) -> None:
         self.graphdef = graphdef  # the GraphDef the entries' positions refer to
@@ -56,6 +56,7 @@ class Origin:
         self.entries = entries  # the State's leaves, in flat order (Variables or arrays)
         self.root = 0  # id() of the root State (sub-States share the Origin but are not it)
         self.intact = True
+        self.variables: bool | None = None  # every entry is a Variable (found when first needed)
 
     def of(self, state: State) -> bool:
         """True if ``state`` is, unchanged, the root State this Origin describes."""
