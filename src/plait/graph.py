@@ -16,7 +16,6 @@ an existing graph. States made by ``split``/``state`` remember where their leave
 from __future__ import annotations
 
 import operator
-
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
