@@ -141,7 +141,7 @@ def _origin_values(o: Origin) -> list:
     if o.variables is None:  # entries are all Variables (no raw arrays): known once per State
         o.variables = all(isinstance(e, Variable) for e in o.entries)
     if o.variables:
-        return [e._value for e in o.entries]
+        return list(map(_VALUE, o.entries))
     return [e._value if isinstance(e, Variable) else e for e in o.entries]
 
 
@@ -350,29 +350,32 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         0.0
     """
     flat = _flat(node, "update")
-    if isinstance(node, Object) and node._plait_trace != trace_state():
-        raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update", node)
     gd, given = flat.graphdef, (state, *states)
-    if isinstance(node, Variable):
-        value = _variable_value(gd, given, "update")
-        _check_fits(flat, 0, node._value, value)
-        node.value = value  # the public setter: refuses a write from inside another trace
-        return
     origins = [_origin(state, gd)] if not states else [_origin(s, gd) for s in given]
     if not gd.has_raw_leaves and None not in origins:  # leaves by position
         slots = flat.slots
         writes = []
         for o in origins:
+            if o.variables is None:  # entries are all Variables (no raw arrays): known once per State
+                o.variables = all(isinstance(e, Variable) for e in o.entries)
+            if o.variables and all(map(operator.is_, map(_VALUE, o.entries), map(_VALUE, map(slots.__getitem__, o.indices)))):
+                continue  # the same arrays, compared without a Python loop: nothing to check or write
             values = _origin_values(o)
             olds = [slots[k]._value for k in o.indices]
-            if all(map(operator.is_, values, olds)):  # the same arrays: nothing to check or write
-                continue
             for k, value, old in zip(o.indices, values, olds):
                 if value is not old:  # the same array is trivially of the same shape
                     _check_fits(flat, k, old, value)
                     writes.append((k, value))
+        if writes:
+            _check_trace(node)
         for k, value in writes:  # written only once every value is known to fit
             slots[k]._value = value
+        return
+    _check_trace(node)
+    if isinstance(node, Variable):
+        value = _variable_value(gd, given, "update")
+        _check_fits(flat, 0, node._value, value)
+        node.value = value  # the public setter: refuses a write from inside another trace
         return
     index = gd.path_index()
     updates = {}
@@ -390,6 +393,14 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         updates[k] = leaf._value if isinstance(leaf, Variable) else leaf
         _check_fits(flat, k, current[k], updates[k])
     write_leaves(flat, updates)
+
+
+_VALUE = operator.attrgetter("_value")
+
+
+def _check_trace(node: Any) -> None:
+    if isinstance(node, Object) and node._plait_trace != trace_state():
+        raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update", node)
 
 
 def _check_fits(flat: Flat, k: int, old: Any, new: Any) -> None:
