@@ -507,9 +507,11 @@ def unflatten(graphdef: GraphDef, leaves: list, reuse: list | None = None) -> tu
                 old._meta = _meta_of(nd.metadata)
                 old._plait_seen = False
                 old._trace = trace
-            elif nd.metadata != _static_items(old._meta):
-                old._meta = _meta_of(nd.metadata)
-            old._value = leaves[nd.leaf]
+                old._value = leaves[nd.leaf]
+            else:
+                if nd.metadata != _static_items(old._meta):
+                    old._meta = _meta_of(nd.metadata)
+                _store(old, leaves[nd.leaf])
             objs[i] = old
         else:
             objs[i] = old if old is not None else _new_object(nd.type, trace)
@@ -533,6 +535,16 @@ def unflatten(graphdef: GraphDef, leaves: list, reuse: list | None = None) -> tu
                 attrs[name] = builder.build(ref)
     roots = tuple([builder.build(r) for r in graphdef.roots])
     return roots, objs
+
+
+def _store(variable: Variable, value: Any) -> None:
+    """A value written back into an existing Variable; a ref-backed one keeps its ref (the value
+    goes into it), since a transform carried the ref's array, not the ref."""
+    old = variable._value
+    if not isinstance(old, jax.Ref) or isinstance(value, jax.Ref):
+        variable._value = value
+    elif value is not old:
+        old[...] = value
 
 
 def _meta_of(items: tuple) -> dict:
@@ -623,7 +635,7 @@ def write_leaves(flat: Flat, updates: Mapping[int, Any]) -> None:
     for k, value in updates.items():
         slot = flat.slots[k]
         if slot is not None:
-            slot._value = value
+            _store(slot, value)
         else:
             owner = gd.leaf_owners[k]
             if owner is None:
