@@ -532,7 +532,7 @@ def iter_graph(node: Any, *, graph: bool | None = None) -> Iterator[tuple[tuple,
         >>> import plait as nnx
         >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
         >>> [p for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
-        [('kernel',), ('bias',)]
+        [('bias',), ('kernel',)]
     """
     check_graph_mode("nnx.iter_graph", graph)
     flat, leaves = encode((node,))
@@ -612,7 +612,7 @@ def iter_children(node: Any, /) -> Iterator[tuple[Key, Any]]:
     Example:
         >>> import plait as nnx
         >>> [(k, type(v).__name__) for k, v in nnx.iter_children(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))]
-        [('kernel', 'Param'), ('bias', 'Param')]
+        [('bias', 'Param'), ('kernel', 'Param')]
     """
     for key, value in _children(node, "iter_children"):
         if is_graph_node(value) or (isinstance(node, Object) and isinstance(value, (list, dict))):

@@ -78,7 +78,7 @@ def as_pure(tree: A) -> A:
         >>> import jax, plait as nnx
         >>> state = nnx.state(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
         >>> jax.tree.map(lambda x: x.shape, nnx.as_pure(state)).to_pure_dict()
-        {'kernel': (2, 3), 'bias': (3,)}
+        {'bias': (3,), 'kernel': (2, 3)}
     """
     if isinstance(tree, Object):
         raise GraphError(

@@ -5,7 +5,7 @@ reference's ``Representable`` protocol has no plait equivalent.
 Example:
     >>> import plait as nnx
     >>> print(nnx.reprlib.graph_repr(nnx.Linear(2, 3, rngs=nnx.Rngs(0))).splitlines()[0])
-    Linear( # Param: 9 (36 B)
+    Linear(
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def make_jaxpr(f: Callable | None = None, *, graph: bool | None = None, graph_up
         >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
         >>> jaxpr = nnx.make_jaxpr(lambda m, x: m(x))(model, jnp.ones((1, 2)))
         >>> [v.aval.shape for v in jaxpr.jaxpr.invars]
-        [(2, 3), (3,), (1, 2)]
+        [(3,), (2, 3), (1, 2)]
     """
     check_graph_mode("nnx.make_jaxpr", graph, graph_updates)
     if f is None:
