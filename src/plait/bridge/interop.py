@@ -30,8 +30,8 @@ from ..rngs import Rngs
 from ..transforms.functional import eval_shape
 from ..transforms.jit import jit
 from ..variables import RngState
-from .module import ModuleStackEntry, attach, auto_submodule_name, current_context
 from .module import Module as BridgeModule
+from .module import ModuleStackEntry, attach, auto_submodule_name, current_context
 from .wrappers import ToNNX
 
 __all__ = ["nnx_in_bridge_mdl", "linen_in_bridge_mdl"]

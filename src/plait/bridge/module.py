@@ -129,7 +129,7 @@ class Scope(Object):
 
     def __init__(self, rngs: Rngs, mutable: Any, initializing: bool = False) -> None:
         self.rngs = rngs
-        self.mutable = tuple(mutable) if isinstance(mutable, list) else mutable
+        self.mutable = mutable
         self.initializing = initializing
 
     def copy(self) -> Scope:
