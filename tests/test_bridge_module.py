@@ -204,7 +204,9 @@ def test_training_under_jit_and_nnx_jit():
 
     @jax.jit
     def step(params):
-        loss = lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2)
+        def loss(p):
+            return jnp.mean((model.apply({"params": p}, x) - y) ** 2)
+
         grads = jax.grad(loss)(params)
         return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), loss(params)
 
@@ -359,3 +361,11 @@ def test_bridge_module_needs_no_flax():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['Dense_0', 'Linear_0'] (1, 3)"
+
+
+def test_a_missing_param_in_apply_names_its_path():
+    _, mlp, *_ = _models(nnx)
+    variables = mlp(4, 2).init(0, X)
+    del variables["params"]["Dense_1"]
+    with pytest.raises(nnx.GraphError, match=r"`MLP.Dense_1.kernel` is not in the variables passed to apply"):
+        mlp(4, 2).apply(variables, X)

@@ -398,8 +398,15 @@ class Module(PlaitModule, metaclass=_ModuleMeta):
             >>> Bias().init(0, jnp.ones(2))["params"]["b"].tolist()
             [0.0, 0.0]
         """
-        self._scope(f"param({name!r})")
+        scope = self._scope(f"param({name!r})")
         current = self._existing(name, f"param({name!r}, ...)", Param)
+        if current is _MISSING and not scope.initializing and not ("params" in scope.rngs or "default" in scope.rngs):
+            raise GraphError(
+                f"`{_path(self)}.{name}` is not in the variables passed to apply, and this call has no 'params' "
+                "stream to initialize it.\n"
+                "Pass the variables init returned (variables['params'] holds every Param), or add a 'params' stream "
+                "to create it: apply(variables, x, rngs={'params': key})"
+            )
         if current is _MISSING:
             variable = Param(init_fn(self.make_rng("params"), *init_args, **init_kwargs))
         else:
