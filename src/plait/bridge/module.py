@@ -31,7 +31,8 @@ Example:
     >>> class MLP(nnx.bridge.Module):
     ...     @nnx.bridge.compact
     ...     def __call__(self, x):
-    ...         return Dense(2)(jnp.tanh(Dense(4)(x)))
+    ...         h = jnp.tanh(Dense(4)(x))
+    ...         return Dense(2)(h)
     >>> variables = MLP().init(0, jnp.ones((1, 3)))
     >>> {k: v["w"].shape for k, v in variables["params"].items()}
     {'Dense_0': (3, 4), 'Dense_1': (4, 2)}
