@@ -228,8 +228,8 @@ def test_misuse_is_refused_with_the_fix():
         nnx.bridge.ToNNX(nn.Dense(3), rngs=0)
     with pytest.raises(nnx.GraphError, match="lazy_init"):
         nnx.bridge.lazy_init(lambda x: x, 1)
-    with pytest.raises(AttributeError, match="bridge.Module.*not in plait"):
-        nnx.bridge.Module  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        nnx.bridge.Nothing  # noqa: B018
 
 
 # -- plait -> Linen ---------------------------------------------------------------------------

@@ -305,7 +305,8 @@ class _Flattener:
             saved = self.owner
             items = []
             attrs = value.__dict__
-            for name in sorted(attrs):  # the reference's order: attributes sorted by name
+            order = type(value)._plait_attr_order
+            for name in sorted(attrs) if order is None else order(value):  # the reference's order: by name
                 self.owner = (i, name)
                 items.append((name, self.ref(attrs[name], path + (name,))))
             self.owner = saved

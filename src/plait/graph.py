@@ -595,8 +595,8 @@ def unflatten(graphdef: GraphDef, state: Any, /) -> Any:
 
 def _children(node: Any, what: str) -> Iterator[tuple[Any, Any]]:
     if isinstance(node, Object):  # the reference's order: attributes and keys sorted
-        attrs = node.__dict__
-        return iter([(name, attrs[name]) for name in sorted(attrs)])
+        attrs, order = node.__dict__, type(node)._plait_attr_order
+        return iter([(name, attrs[name]) for name in (sorted(attrs) if order is None else order(node))])
     if isinstance(node, dict):
         return iter([(key, node[key]) for key in sorted_keys(node)])
     if isinstance(node, (list, tuple)):

@@ -366,6 +366,9 @@ class Object:
 
     __slots__ = ("_plait_seen", "_plait_trace", "__dict__", "__weakref__")
     _plait_class_marks: dict = {}
+    #: The order in which a graph walk visits the attributes: None for sorted by name (the
+    #: reference's order), or a function of the object returning its attribute names.
+    _plait_attr_order: Any = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Object:
         obj = object.__new__(cls)

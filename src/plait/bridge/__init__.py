@@ -8,6 +8,9 @@
   :func:`with_partitioning` annotates so that Linen sees ``nn.Partitioned``. These make
   Linen objects, so they import Flax when first used (``pip install flax``).
 * :func:`functional` / :class:`Functional`: a plait module class as an ``init``/``apply`` pair.
+* :class:`Module` with :func:`compact`: plait modules written like Linen ones (dataclass
+  fields, ``self.param`` in ``setup``/``compact``, auto-named submodules, ``init``/``apply``);
+  :func:`nnx_in_bridge_mdl` / :func:`linen_in_bridge_mdl` put plait and Linen modules inside.
 
 ``docs/bridge.md`` walks through both directions.
 
@@ -20,21 +23,20 @@ Example:
 from typing import Any
 
 from .. import initializers
-from . import variables, wrappers
+from . import interop, module, variables, wrappers
+from .interop import linen_in_bridge_mdl, nnx_in_bridge_mdl
 from .linen import to_linen, to_linen_var, with_partitioning
+from .module import AttrPriority, Module, Scope, compact, current_context, current_module
 from .wrappers import Functional, ToNNX, functional, lazy_init
 
 # ToLinen and NNXMeta (below) are left out of __all__ so that `from plait.bridge import *` needs no Flax.
 __all__ = [
     "ToNNX", "Functional", "functional", "initializers", "lazy_init", "to_linen", "to_linen_var",
-    "variables", "with_partitioning", "wrappers",
+    "variables", "with_partitioning", "wrappers", "Module", "Scope", "AttrPriority", "compact",
+    "current_context", "current_module", "nnx_in_bridge_mdl", "linen_in_bridge_mdl", "interop", "module",
 ]
 
 _LINEN_CLASSES = ("ToLinen", "NNXMeta")
-
-# The reference's "NNX modules written in Linen style" API, which plait does not have.
-_NOT_PROVIDED = ("Module", "Scope", "AttrPriority", "compact", "current_context", "current_module",
-                 "nnx_in_bridge_mdl", "linen_in_bridge_mdl")
 
 
 def __dir__() -> list[str]:
@@ -46,11 +48,4 @@ def __getattr__(name: str) -> Any:
         from .linen import linen_classes
 
         return linen_classes()[name]
-    if name in _NOT_PROVIDED:
-        raise AttributeError(
-            f"plait.bridge has no {name}: the reference's Linen-style NNX modules (bridge.Module, @bridge.compact, "
-            "scopes) are not in plait (see docs/differences.md).\n"
-            "Write the module as a plait Module, and wrap Linen parts with nnx.bridge.ToNNX or export it to "
-            "Linen with nnx.bridge.to_linen."
-        )
     raise AttributeError(f"module 'plait.bridge' has no attribute {name!r}")

@@ -41,6 +41,7 @@ from ..module import Module
 from ..rngs import Rngs
 from ..state import State
 from ..variables import Variable
+from .module import current_module
 from .variables import linen_vars_to_nnx_attrs, nnx_attrs_to_linen_vars
 
 __all__ = ["ToNNX", "lazy_init", "Functional", "functional"]
@@ -211,8 +212,12 @@ def _linen_keys(rngs: Any) -> dict[str, jax.Array]:
 
 
 def _enclosing_linen_mutable() -> Any:
-    """The collections the enclosing Linen module may change (a ToNNX inside a ToLinen
+    """The collections the enclosing module may change: the ``mutable`` of the running
+    ``nnx.bridge.Module`` call, or of the enclosing Linen module (a ToNNX inside a ToLinen
     inside Linen), else False. Flax is only looked at if something imported it already."""
+    bridge_module = current_module()
+    if bridge_module is not None and bridge_module.scope is not None:
+        return bridge_module.scope.mutable
     linen_module = sys.modules.get("flax.linen.module")
     stack = getattr(getattr(linen_module, "_context", None), "module_stack", None)
     if stack and stack[-1] is not None and getattr(stack[-1], "scope", None) is not None:
