@@ -1,15 +1,19 @@
 """``jit``: compile a function of modules; state changes are written back.
 
-The cost that matters is per call, so ``jit`` keeps the last flattening of its module
-arguments. While those are the same objects and no structure anywhere has changed (see
-:mod:`plait.object`), a call is: read each Variable's value, call the ``jax.jit``-compiled
-function on the flat list, assign the values it wrote. No walk of the object graph, no
-per-Variable Python call.
+``jit`` is the lifting protocol of :mod:`plait.transforms.lift` plus two caches. Its roles
+are per argument: arguments holding graph nodes are flattened by :class:`~.lift.Call`;
+plain ones are *held* out of the flattening and handed to ``jax.jit`` as pytrees; static
+ones go as static values. ``Call.resolve`` gives each leaf its ``in_shardings`` entry and
+whether it is donated; ``Call.run`` rebuilds the objects and runs the function inside the
+trace; the protocol's :func:`~.lift.finish` writes back. What the function wrote, and
+whether structure changed, is found at trace time and returned as static output, so a
+cached compilation knows which leaves to write back without looking.
 
-Inside the compiled function the modules are rebuilt from the GraphDef (one trace per
-structure). What the function writes, and whether it changed any structure, is found at
-trace time and returned as static output of the trace, so a cached compilation knows which
-leaves to write back without looking.
+The cost that matters is per call, so ``jit`` keeps compiled functions by structure and
+the last flattening of its module arguments (``_Last``). While those are the same objects
+and no structure anywhere has changed (see :mod:`plait.object`), a call is: read each
+Variable's value, call the compiled function on the flat list, assign the values it wrote.
+No walk of the object graph, no per-Variable Python call, no ``Call``.
 """
 
 from __future__ import annotations
