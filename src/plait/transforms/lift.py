@@ -27,7 +27,7 @@ import jax
 from .. import object as _object
 from ..encoding import ARRAY_TYPES, Flat, GraphDef, flatten, flatten_cached, is_graph_node, unflatten
 from ..errors import AxisError, TransformError
-from ..variables import describe
+from ..variables import Variable, describe
 from .axes import resolve
 from .messages import rank_error, stream_key
 
@@ -176,14 +176,15 @@ class Call:
         self.args = args
         self.n_args = len(args)
         if held:
-            kwargs = {k: v for k, v in kwargs.items() if k not in held}
+            if kwargs:
+                kwargs = {k: v for k, v in kwargs.items() if k not in held}
             roots = tuple([None if i in held else a for i, a in enumerate(args)])
         else:
             roots = args
         self.kwargs = kwargs  # the keyword-only arguments that are flattened
         self.has_kwargs = bool(kwargs)
         self.roots = roots + (kwargs,) if kwargs else roots
-        self.cached = cached and not kwargs and all(r is None or is_graph_node(r) for r in roots)
+        self.cached = cached and not kwargs and _graph_nodes_or_none(roots)
         if self.cached:
             self.flat = flatten_cached(self.roots)
             self.leaves = self.flat.leaves if self.flat.leaves is not None else self.flat.current_leaves()
@@ -319,6 +320,16 @@ class Call:
 
     def describe_leaf(self, k: int) -> str:
         return describe(self.path_text(self.graphdef.leaf_paths[k]), self.value(k))
+
+
+def _graph_nodes_or_none(roots: tuple) -> bool:
+    for r in roots:
+        if r is not None and not isinstance(r, _GRAPH_TYPES):
+            return False
+    return True
+
+
+_GRAPH_TYPES = (_object.Object, Variable)
 
 
 def _spec_text(spec: Any) -> str:
