@@ -35,7 +35,7 @@ from ..mode import check_graph_mode
 from ..sharding_rules import constrain
 from ..variables import Variable
 from .axes import resolve
-from .lift import Call, Collected, bind_arguments, check_callable, finish, forward_unchanged
+from .lift import Call, Collected, Facts, bind_arguments, check_callable, finish, forward_unchanged
 
 __all__ = ["jit", "JitWrapped"]
 
@@ -48,7 +48,9 @@ _PLAIN_FAST = {type(np.zeros(())), np.ndarray, int, float, bool, complex, type(N
 
 
 class _Info:
-    """Static result of one trace: what to write back, and whether the fast path applies."""
+    """Static result of one trace: what to write back, and whether the fast path applies. It
+    leaves the trace in a :class:`~.lift.Facts` node (pytree structure, no leaves), which JAX
+    hands back on every cached call."""
 
     __slots__ = ("collected", "emit", "fast", "graph_out")
 
@@ -57,11 +59,6 @@ class _Info:
         self.emit = emit  # leaf indices of the output GraphDef whose values are returned
         self.fast = fast  # structure unchanged and only Variable values written
         self.graph_out = graph_out  # the output holds modules/Variables: rebuild it
-
-
-# An _Info leaves a trace as pytree *structure* with no leaves: JAX hands the same object
-# back on every cached call (one Python call), and the compiled fast path stays on.
-jax.tree_util.register_pytree_node(_Info, lambda info: ((), info), lambda info, _: info)
 
 
 class _Entry:
@@ -224,7 +221,8 @@ class JitWrapped:
     def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
         """The output's shapes and dtypes, without running; module state is not written."""
         call, entry, inputs = self._stage(args, kwargs)
-        info, values, out = entry.jitted.eval_shape(*inputs)
+        facts, values, out = entry.jitted.eval_shape(*inputs)
+        info = facts.value
         if not info.graph_out:
             return out
         shapes = [jax.ShapeDtypeStruct(jax.numpy.shape(x), jax.numpy.result_type(x)) for x in call.leaves]
@@ -235,7 +233,8 @@ class JitWrapped:
         leaves, inputs = self._inputs(flat, entry, args, kwargs, leaves)
         if entry.donated:
             inputs = _keep_snapshots(entry.donated, leaves, inputs)
-        info, values, out = entry.jitted(*inputs)
+        facts, values, out = entry.jitted(*inputs)
+        info = facts.value
         if info.fast:
             slots = flat.slots
             for k, v in zip(info.emit, values):
@@ -308,7 +307,7 @@ class JitWrapped:
                     values = [_out_constraint(out_spec, col, flat2, k, v, shape) for k, v in zip(emit, values)]
                 else:
                     out = _constrain_tree(out_spec, out)
-            return info, values, None if graph_out else out
+            return Facts(info), values, None if graph_out else out
 
         options: dict = {}
         if shardings is not None:

@@ -341,7 +341,9 @@ class Facts:
 
     JAX hands the node back from its own caches (``jax.jit`` on a cache hit returns the
     facts of the trace that compiled the function), so the facts always belong to the
-    compiled function that ran, even when several are cached.
+    compiled function that ran, even when several are cached. The node itself is the
+    structure: a cached call gets the very object back, for one Python call (``jit``'s
+    fast path counts on that).
     """
 
     __slots__ = ("value",)
@@ -350,7 +352,7 @@ class Facts:
         self.value = value
 
 
-jax.tree_util.register_pytree_node(Facts, lambda f: ((), f.value), lambda value, _: Facts(value))
+jax.tree_util.register_pytree_node(Facts, lambda f: ((), f), lambda f, _: f)
 
 _TOP = _object.trace_state()
 
