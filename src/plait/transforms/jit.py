@@ -1,21 +1,26 @@
 """``jit``: compile a function of modules; state changes are written back.
 
-The cost that matters is per call, so ``jit`` keeps the last flattening of its module
-arguments. While those are the same objects and no structure anywhere has changed (see
-:mod:`plait.object`), a call is: read each Variable's value, call the ``jax.jit``-compiled
-function on the flat list, assign the values it wrote. No walk of the object graph, no
-per-Variable Python call.
+``jit`` is the lifting protocol of :mod:`plait.transforms.lift` plus two caches. Its roles
+are per argument: arguments holding graph nodes are flattened by :class:`~.lift.Call`;
+plain ones are *held* out of the flattening and handed to ``jax.jit`` as pytrees; static
+ones go as static values. ``Call.resolve`` gives each leaf its ``in_shardings`` entry and
+whether it is donated; ``Call.run`` rebuilds the objects and runs the function inside the
+trace; the protocol's :func:`~.lift.finish` writes back. What the function wrote, and
+whether structure changed, is found at trace time and returned as static output, so a
+cached compilation knows which leaves to write back without looking.
 
-Inside the compiled function the modules are rebuilt from the GraphDef (one trace per
-structure). What the function writes, and whether it changed any structure, is found at
-trace time and returned as static output of the trace, so a cached compilation knows which
-leaves to write back without looking.
+The cost that matters is per call, so ``jit`` keeps compiled functions by structure and
+the last flattening of its module arguments (``_Last``). While those are the same objects
+and no structure anywhere has changed (see :mod:`plait.object`), a call is: read each
+Variable's value, call the compiled function on the flat list, assign the values it wrote.
+No walk of the object graph, no per-Variable Python call, no ``Call``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,13 +29,13 @@ import jax
 import numpy as np
 
 from .. import object as _object
-from ..encoding import ARRAY_TYPES, Flat, flatten, flatten_cached, is_graph_node, unflatten
+from ..encoding import ARRAY_TYPES, Flat, is_graph_node, unflatten
 from ..errors import TransformError
 from ..mode import check_graph_mode
 from ..sharding_rules import constrain
 from ..variables import Variable
 from .axes import resolve
-from .lift import Collected, bind_arguments, check_callable, collect, path_text, write_back
+from .lift import Call, Collected, Facts, bind_arguments, check_callable, finish, forward_unchanged
 
 __all__ = ["jit", "JitWrapped"]
 
@@ -43,7 +48,9 @@ _PLAIN_FAST = {type(np.zeros(())), np.ndarray, int, float, bool, complex, type(N
 
 
 class _Info:
-    """Static result of one trace: what to write back, and whether the fast path applies."""
+    """Static result of one trace: what to write back, and whether the fast path applies. It
+    leaves the trace in a :class:`~.lift.Facts` node (pytree structure, no leaves), which JAX
+    hands back on every cached call."""
 
     __slots__ = ("collected", "emit", "fast", "graph_out")
 
@@ -52,11 +59,6 @@ class _Info:
         self.emit = emit  # leaf indices of the output GraphDef whose values are returned
         self.fast = fast  # structure unchanged and only Variable values written
         self.graph_out = graph_out  # the output holds modules/Variables: rebuild it
-
-
-# An _Info leaves a trace as pytree *structure* with no leaves: JAX hands the same object
-# back on every cached call (one Python call), and the compiled fast path stays on.
-jax.tree_util.register_pytree_node(_Info, lambda info: ((), info), lambda info, _: info)
 
 
 class _Entry:
@@ -116,8 +118,9 @@ class JitWrapped:
         static_argnums, static_argnames = _infer_static(fun, static_argnums, static_argnames)
         self.static_argnums = frozenset(static_argnums)
         self.static_argnames = frozenset(static_argnames)
-        donate_argnums, _ = _infer_static(fun, donate_argnums, donate_argnames)
+        donate_argnums, donate_argnames = _infer_static(fun, donate_argnums, donate_argnames)
         self.donate_argnums = frozenset(donate_argnums)
+        self.donate_argnames = frozenset(donate_argnames)
         self.keep_unused = keep_unused
         self.inline = inline
         self.in_shardings = in_shardings
@@ -145,8 +148,10 @@ class JitWrapped:
                     return self._run(last.flat, last.entry, args, kwargs)
         return self._slow(args, kwargs)
 
-    def _prepare(self, args: tuple, kwargs: dict) -> tuple[Flat, _Entry, bool]:
-        """Flatten the module arguments and find (or compile) the function for their structure."""
+    def _roles(self, args: tuple, kwargs: dict) -> tuple[tuple, tuple, tuple, tuple]:
+        """jit's roles per argument: positions that hold graph nodes (flattened by the
+        protocol), plain positions (handed to ``jax.jit`` as pytrees), static positions, and
+        the keyword arguments that hold graph nodes."""
         static_argnums = {i % len(args) for i in self.static_argnums if -len(args) <= i < len(args)}
         node_pos, plain_pos, static_pos = [], [], []
         for i, a in enumerate(args):
@@ -157,35 +162,38 @@ class JitWrapped:
             else:
                 plain_pos.append(i)
         graph_kw = tuple(k for k, v in kwargs.items() if k not in self.static_argnames and _has_graph(v))
-        roots = tuple(args[i] for i in node_pos)
-        if graph_kw:
-            roots += ({k: kwargs[k] for k in graph_kw},)
-        simple = not graph_kw and all(is_graph_node(r) for r in roots)
-        flat = flatten_cached(roots) if simple else flatten(roots)[0]
-        key = (flat.graphdef, tuple(node_pos), tuple(plain_pos), tuple(static_pos), graph_kw, len(args))
+        return tuple(node_pos), tuple(plain_pos), tuple(static_pos), graph_kw
+
+    def _call(self, args: tuple, kwargs: dict) -> tuple[Call, _Entry]:
+        """The protocol's :class:`Call` over the graph-holding arguments (the others held
+        out), and the compiled function for its structure (compiled on the first call)."""
+        node_pos, plain_pos, static_pos, graph_kw = self._roles(args, kwargs)
+        held = {*plain_pos, *static_pos, *(k for k in kwargs if k not in graph_kw)}
+        call = Call(self.fun, "jit", args, kwargs, bind=False, held=held, cached=True, refs=True)
+        key = (call.graphdef, node_pos, plain_pos, static_pos, graph_kw, len(args))
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._compile(flat, tuple(node_pos), tuple(plain_pos), tuple(static_pos), graph_kw, len(args))
+            entry = self._compile(call, node_pos, plain_pos, static_pos, graph_kw)
             self._entries[key] = entry
-        return flat, entry, simple
+        return call, entry
 
     def _slow(self, args: tuple, kwargs: dict) -> Any:
         args, kwargs = bind_arguments(self.fun, args, kwargs)
         for a in args:
             if type(a) not in _PLAIN_FAST and isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
                 _PLAIN_FAST.add(type(a))
-        flat, entry, simple = self._prepare(args, kwargs)
-        if simple and flat.cacheable and not kwargs:
+        call, entry = self._call(args, kwargs)
+        flat = call.flat
+        if call.cached and flat.cacheable and not kwargs:
             self._last = _Last(_object.STRUCTURE_EPOCH, len(args), tuple((i, args[i]) for i in entry.node_pos),
                                entry.plain_pos, flat, entry)
-        return self._run(flat, entry, args, kwargs)
+        return self._run(flat, entry, args, kwargs, call.leaves)
 
-    def _inputs(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict) -> tuple[list, tuple]:
-        """The leaves, and the positional arguments of the compiled function."""
-        if flat.graphdef.has_raw_leaves:
-            leaves = flat.current_leaves()
-        else:
-            leaves = [v._value for v in flat.slots]
+    def _inputs(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict, leaves: list | None = None) -> tuple[list, tuple]:
+        """The leaves (read from the Variables unless given), and the positional arguments of
+        the compiled function."""
+        if leaves is None:
+            leaves = [v._value for v in flat.slots]  # the fast path's flattening has no raw leaves
         plain = [args[i] for i in entry.plain_pos]
         if kwargs:
             plain_kw = {k: v for k, v in kwargs.items() if k not in self.static_argnames and k not in entry.graph_kw}
@@ -195,59 +203,51 @@ class JitWrapped:
         statics = (tuple([args[i] for i in entry.static_pos]), static_kw)
         return leaves, (*leaves, *plain, plain_kw, statics)
 
+    def _stage(self, args: tuple, kwargs: dict) -> tuple[Call, _Entry, tuple]:
+        args, kwargs = bind_arguments(self.fun, args, kwargs)
+        call, entry = self._call(args, kwargs)
+        return call, entry, self._inputs(call.flat, entry, args, kwargs, call.leaves)[1]
+
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """``jax.stages.Lowered`` for these arguments (inspect HLO, compile ahead of time)."""
-        flat, entry, _ = self._prepare(args, kwargs)
-        return entry.jitted.lower(*self._inputs(flat, entry, args, kwargs)[1])
+        _, entry, inputs = self._stage(args, kwargs)
+        return entry.jitted.lower(*inputs)
 
     def trace(self, *args: Any, **kwargs: Any) -> Any:
         """``jax.stages.Traced`` for these arguments (inspect the jaxpr)."""
-        flat, entry, _ = self._prepare(args, kwargs)
-        return entry.jitted.trace(*self._inputs(flat, entry, args, kwargs)[1])
+        _, entry, inputs = self._stage(args, kwargs)
+        return entry.jitted.trace(*inputs)
 
     def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
         """The output's shapes and dtypes, without running; module state is not written."""
-        flat, entry, _ = self._prepare(args, kwargs)
-        info, values, out = entry.jitted.eval_shape(*self._inputs(flat, entry, args, kwargs)[1])
+        call, entry, inputs = self._stage(args, kwargs)
+        facts, values, out = entry.jitted.eval_shape(*inputs)
+        info = facts.value
         if not info.graph_out:
             return out
-        col = info.collected
-        current = flat.current_leaves()
-        full: list = [None] * col.graphdef.num_leaves
-        for k2, i in enumerate(col.input_leaf):
-            if i >= 0:
-                full[k2] = jax.ShapeDtypeStruct(jax.numpy.shape(current[i]), jax.numpy.result_type(current[i]))
-        for k2, v in zip(info.emit, values):
-            full[k2] = v
-        return unflatten(col.graphdef, full)[0][-1]
+        shapes = [jax.ShapeDtypeStruct(jax.numpy.shape(x), jax.numpy.result_type(x)) for x in call.leaves]
+        full = forward_unchanged(shapes, info.collected, info.emit, values)
+        return unflatten(info.collected.graphdef, full)[0][-1]  # fresh objects: nothing is written
 
-    def _run(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict) -> Any:
-        leaves, inputs = self._inputs(flat, entry, args, kwargs)
+    def _run(self, flat: Flat, entry: _Entry, args: tuple, kwargs: dict, leaves: list | None = None) -> Any:
+        leaves, inputs = self._inputs(flat, entry, args, kwargs, leaves)
         if entry.donated:
             inputs = _keep_snapshots(entry.donated, leaves, inputs)
-        info, values, out = entry.jitted(*inputs)
+        facts, values, out = entry.jitted(*inputs)
+        info = facts.value
         if info.fast:
             slots = flat.slots
             for k, v in zip(info.emit, values):
                 slots[k]._value = v
             return out
-        col = info.collected
-        full: list = [None] * col.graphdef.num_leaves
-        for k2, i in enumerate(col.input_leaf):
-            if i >= 0:
-                full[k2] = leaves[i]
-        for k2, v in zip(info.emit, values):
-            full[k2] = v
-        graph_out = write_back(flat, col, full)
+        graph_out = finish(flat, leaves, info.collected, info.emit, values)
         return graph_out if info.graph_out else out
 
-    def _leaf_shardings(self, flat: Flat, root_arg: list, plain_pos: tuple) -> tuple[list, list] | None:
-        """``in_shardings`` resolved to one sharding per leaf (and per plain argument)."""
+    def _leaf_shardings(self, call: Call, plain_pos: tuple, static_pos: tuple) -> tuple[list, list] | None:
+        """``in_shardings`` resolved by the protocol to one sharding per leaf (and per plain argument)."""
         spec = self.in_shardings
         if spec is _UNSET:
             return None
-        gd = flat.graphdef
-        n_args = len(root_arg) and max([*root_arg, *plain_pos]) + 1
 
         def for_arg(i: int) -> Any:
             if isinstance(spec, (tuple, list)):
@@ -256,46 +256,32 @@ class JitWrapped:
                 return spec[i]
             return spec
 
-        per_leaf = []
-        current = flat.current_leaves()
-        for k, path in enumerate(gd.leaf_paths):
-            arg = root_arg[path[0]]
-            if arg < 0:
-                per_leaf.append(None)
-                continue
-            slot = flat.slots[k]
-            per_leaf.append(resolve(for_arg(arg), path[1:], slot if slot is not None else current[k],
-                                    lambda p=path: path_text(self.fun, n_args, False, p), "jit", "in_shardings",
-                                    leaf_types=(jax.sharding.Sharding,)))
-        return per_leaf, [for_arg(i) for i in plain_pos]
+        specs = tuple(None if i in static_pos else for_arg(i) for i in range(call.n_args))
+        per_leaf = call.resolve(specs, "in_shardings", None, leaf_types=(jax.sharding.Sharding,))
+        return per_leaf, [specs[i] for i in plain_pos]
 
-    def _compile(self, flat: Flat, node_pos: tuple, plain_pos: tuple, static_pos: tuple, graph_kw: tuple, n_args: int) -> _Entry:
-        gd = flat.graphdef
-        fun = self.fun
+    def _compile(self, call: Call, node_pos: tuple, plain_pos: tuple, static_pos: tuple, graph_kw: tuple) -> _Entry:
+        gd = call.graphdef
+        n_args = call.n_args
         n_leaves, n_plain = gd.num_leaves, len(plain_pos)
-        root_arg = list(node_pos) + ([-1] if graph_kw else [])
-        donated = frozenset(k for k, p in enumerate(gd.leaf_paths) if root_arg[p[0]] in self.donate_argnums)
-        donate = sorted(donated) + [n_leaves + j for j, i in enumerate(plain_pos) if i in self.donate_argnums]
-        shardings = self._leaf_shardings(flat, root_arg, plain_pos)
+        # Donation per leaf, by the protocol: a Variable reached through a donated argument and
+        # another one is donated (every donated leaf is written back, so no holder loses it).
+        donate = call.resolve(tuple(i in self.donate_argnums for i in range(n_args)), "donate_argnums",
+                              {k: k in self.donate_argnames for k in graph_kw}, leaf_types=(bool,),
+                              combine=operator.or_)
+        donated = frozenset(k for k, d in enumerate(donate) if d)
+        donate_argnums = sorted(donated) + [n_leaves + j for j, i in enumerate(plain_pos) if i in self.donate_argnums]
+        shardings = self._leaf_shardings(call, plain_pos, static_pos)
+        shape = call.structure()  # no arrays or caller's objects kept with the compiled function
+        out_spec = self.out_shardings
 
         def inner(*xs: Any) -> tuple:
             leaves = list(xs[:n_leaves])
             plain = xs[n_leaves:n_leaves + n_plain]
             plain_kw, (static_args, static_kw) = xs[-2], xs[-1]
-            roots, objs = unflatten(gd, leaves)
-            call_args: list = [None] * n_args
-            for i, r in zip(node_pos, roots):
-                call_args[i] = r
-            for i, v in zip(plain_pos, plain):
-                call_args[i] = v
-            for i, v in zip(static_pos, static_args):
-                call_args[i] = v
-            call_kwargs = {**plain_kw, **dict(static_kw)}
-            if graph_kw:
-                call_kwargs.update(roots[-1])
-            out = fun(*call_args, **call_kwargs)
-            graph_out = any(is_graph_node(leaf) for leaf in jax.tree_util.tree_leaves(out, is_leaf=is_graph_node))
-            col, flat2 = collect(gd, objs, leaves, roots, out if graph_out else None)
+            given = {**dict(zip(plain_pos, plain)), **dict(zip(static_pos, static_args)), **plain_kw, **dict(static_kw)}
+            out, col, flat2 = shape.run(leaves, select=lambda r: r if _holds_graph(r) else None, given=given)
+            graph_out = _holds_graph(out)
             emit = tuple(k for k in range(col.graphdef.num_leaves) if col.changed[k] or k in donated)
             fast = col.same and not graph_out and all(gd.leaf_nodes[k] >= 0 for k in emit)
             info = _Info(col, emit, fast, graph_out)
@@ -303,7 +289,7 @@ class JitWrapped:
             for k, v in zip(emit, values):
                 if isinstance(v, jax.Ref):  # JAX cannot return a ref from jit (a new one, or one moved)
                     raise TransformError(
-                        f"jit: `{path_text(fun, n_args, bool(graph_kw), col.graphdef.leaf_paths[k])}` is a Variable "
+                        f"jit: `{shape.path_text(col.graphdef.leaf_paths[k])}` is a Variable "
                         "backed by a JAX ref (ref=True) that was created or moved inside the jitted function; a ref "
                         "cannot leave jit.\nCreate ref-backed Variables outside nnx.jit and pass them in (their "
                         "writes come back in place), or make this one a plain Variable (ref=False)."
@@ -318,19 +304,18 @@ class JitWrapped:
                 # out_shardings describes the output, which may hold modules: its leaves leave
                 # as written values, so each gets its sharding here rather than from jax.jit.
                 if graph_out:
-                    values = [_out_constraint(out_spec, col, flat2, k, v, fun) for k, v in zip(emit, values)]
+                    values = [_out_constraint(out_spec, col, flat2, k, v, shape) for k, v in zip(emit, values)]
                 else:
                     out = _constrain_tree(out_spec, out)
-            return info, values, None if graph_out else out
+            return Facts(info), values, None if graph_out else out
 
-        out_spec = self.out_shardings
         options: dict = {}
         if shardings is not None:
             options["in_shardings"] = (*shardings[0], *shardings[1], None)
         jitted = jax.jit(
             inner,
             static_argnums=(n_leaves + n_plain + 1,),
-            donate_argnums=tuple(donate),
+            donate_argnums=tuple(donate_argnums),
             keep_unused=self.keep_unused,
             inline=self.inline,
             **options,
@@ -338,10 +323,14 @@ class JitWrapped:
         return _Entry(jitted, node_pos, plain_pos, static_pos, graph_kw, n_args, tuple(sorted(donated)))
 
 
+def _holds_graph(value: Any) -> bool:
+    return any(is_graph_node(leaf) for leaf in jax.tree_util.tree_leaves(value, is_leaf=is_graph_node))
+
+
 _SHARDING_TYPES = (jax.sharding.Sharding, jax.sharding.PartitionSpec)
 
 
-def _out_constraint(spec: Any, col: Collected, flat2: Flat, k: int, value: Any, fun: Callable) -> Any:
+def _out_constraint(spec: Any, col: Collected, flat2: Flat, k: int, value: Any, shape: Call) -> Any:
     """Leaf ``k`` of the output GraphDef with the sharding ``out_shardings`` gives it (leaves
     first reached through an input keep the input's sharding rules instead)."""
     path = col.graphdef.leaf_paths[k]
@@ -349,7 +338,7 @@ def _out_constraint(spec: Any, col: Collected, flat2: Flat, k: int, value: Any, 
         return value
     slot = flat2.slots[k]
     sharding = resolve(spec, path[1:], slot if slot is not None else value,
-                       lambda: path_text(fun, col.n_roots, False, path), "jit", "out_shardings",
+                       lambda: shape.path_text(path), "jit", "out_shardings",
                        leaf_types=_SHARDING_TYPES)
     return value if sharding is None else constrain(value, sharding)
 

@@ -19,19 +19,19 @@ differentiated) and calls JAX on flat lists of arrays.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 import jax
 
 from .. import object as _object
-from ..encoding import ARRAY_TYPES, Flat, GraphDef, flatten, is_graph_node, unflatten
+from ..encoding import ARRAY_TYPES, Flat, GraphDef, flatten, flatten_cached, is_graph_node, unflatten
 from ..errors import AxisError, TransformError
-from ..variables import describe
+from ..variables import Variable, describe
 from .axes import resolve
 from .messages import rank_error, stream_key
 
-__all__ = ["Call", "Collected", "enter", "collect", "reject_removed_kwargs"]
+__all__ = ["Call", "Collected", "enter", "collect", "finish", "reject_removed_kwargs"]
 
 
 class Collected:
@@ -152,23 +152,57 @@ class Call:
 
     Keyword arguments are bound to their positions first (:func:`bind_arguments`); the
     rest (keyword-only) travel as one dict root after the positional ones.
+
+    ``held`` names arguments (positions, keyword names) that stay out of the flattening:
+    ``jit`` hands its plain arguments to ``jax.jit`` as pytrees and its static ones as static
+    values. A held position keeps a ``None`` placeholder among the roots, so every other
+    root stays at its argument's position (for specs and for paths in errors), and
+    :meth:`run` is given the held values inside the trace. With ``cached``, a call whose
+    roots are all graph nodes is flattened through the structure cache
+    (:func:`~plait.encoding.flatten_cached`); its leaves are read from the Variables.
     """
 
-    __slots__ = ("fun", "transform", "args", "kwargs", "roots", "flat", "leaves", "n_args", "names")
+    __slots__ = ("fun", "transform", "args", "kwargs", "roots", "flat", "leaves", "n_args", "names", "graphdef",
+                 "has_kwargs", "cached")
 
     def __init__(self, fun: Callable, transform: str, args: tuple, kwargs: dict, names: list[str] | None = None,
-                 bind: bool = True, scalars: bool = False) -> None:
+                 bind: bool = True, scalars: bool = False, *, held: Container = (), cached: bool = False,
+                 refs: bool = False) -> None:
         if bind:
             args, kwargs = bind_arguments(fun, args, kwargs)
         self.fun = fun
         self.names = names  # argument names for errors, if not the function's own
         self.transform = transform
         self.args = args
-        self.kwargs = kwargs
         self.n_args = len(args)
-        self.roots = args + (kwargs,) if kwargs else args
-        self.flat, self.leaves = flatten(self.roots, scalars=scalars)
-        self.refuse_refs()
+        if held:
+            if kwargs:
+                kwargs = {k: v for k, v in kwargs.items() if k not in held}
+            roots = tuple([None if i in held else a for i, a in enumerate(args)])
+        else:
+            roots = args
+        self.kwargs = kwargs  # the keyword-only arguments that are flattened
+        self.has_kwargs = bool(kwargs)
+        self.roots = roots + (kwargs,) if kwargs else roots
+        self.cached = cached and not kwargs and _graph_nodes_or_none(roots)
+        if self.cached:
+            self.flat = flatten_cached(self.roots)
+            self.leaves = self.flat.leaves if self.flat.leaves is not None else self.flat.current_leaves()
+        else:
+            self.flat, self.leaves = flatten(self.roots, scalars=scalars)
+        self.graphdef = self.flat.graphdef
+        if not refs:
+            self.refuse_refs()
+
+    def structure(self) -> Call:
+        """This call without its values (no arrays, none of the caller's objects): what an
+        inner function kept with a compiled function may hold, to :meth:`run` and name paths
+        for every later call of the same structure."""
+        shape = object.__new__(Call)
+        shape.fun, shape.transform, shape.names, shape.n_args = self.fun, self.transform, self.names, self.n_args
+        shape.graphdef, shape.has_kwargs, shape.cached = self.graphdef, self.has_kwargs, self.cached
+        shape.args, shape.kwargs, shape.roots, shape.flat, shape.leaves = (), {}, (), None, None
+        return shape
 
     def refuse_refs(self) -> None:
         """Only ``jit`` carries ref-backed Variables (JAX applies their writes in place); the
@@ -183,10 +217,6 @@ class Call:
                     "does the same for a State), or keep this Variable out of the transform's arguments."
                 )
 
-    @property
-    def graphdef(self) -> GraphDef:
-        return self.flat.graphdef
-
     def is_state(self, k: int) -> bool:
         """Leaf ``k`` is held by a Variable or a module (so writes to it go back)."""
         return self.flat.slots[k] is not None or self.flat.graphdef.leaf_owners[k] is not None
@@ -196,11 +226,14 @@ class Call:
         slot = self.flat.slots[k]
         return slot if slot is not None else self.leaves[k]
 
-    def resolve(self, specs: tuple, name: str, keyword_spec: Any = None, leaf_types: tuple = ()) -> list:
+    def resolve(self, specs: tuple, name: str, keyword_spec: Any = None, leaf_types: tuple = (),
+                combine: Callable | None = None) -> list:
         """Each leaf's spec value (axis, sharding, ...), from ``specs`` (one per positional
         argument; keyword-only arguments get ``keyword_spec``). This is the one place where
-        a module reached through two arguments (or two paths) must get the same value."""
-        gd, n_args = self.flat.graphdef, self.n_args
+        a module reached through two arguments (or two paths) must get the same value, or,
+        for a spec where two values can be reconciled (``jit``'s donation), where
+        ``combine(first, other)`` gives the one it gets."""
+        gd, n_args = self.graphdef, self.n_args
 
         def at(path: tuple, k: int) -> Any:
             spec = specs[path[0]] if path[0] < n_args else keyword_spec
@@ -210,7 +243,9 @@ class Call:
         out = [at(path, k) for k, path in enumerate(gd.leaf_paths)]
         for k, path in gd.aliases():
             other = at(path, k)
-            if other is not out[k] and other != out[k]:
+            if other is not out[k] and other != out[k] and combine is not None:
+                out[k] = combine(out[k], other)
+            elif other is not out[k] and other != out[k]:
                 first = gd.leaf_paths[k]
                 raise AxisError(
                     f"{self.transform}: {self.describe_leaf(k)} is also reached as `{self.path_text(path)}`, "
@@ -222,7 +257,7 @@ class Call:
         return out
 
     def split_roots(self, roots: tuple) -> tuple[tuple, dict]:
-        if self.kwargs:
+        if self.has_kwargs:
             return roots[: self.n_args], roots[self.n_args]
         return roots, {}
 
@@ -243,23 +278,31 @@ class Call:
     def finish(self, collected: Collected, emitted: list[int], values: list) -> Any:
         """Outside: every output leaf (unchanged inputs forwarded from the caller, the
         ``emitted`` ones from ``values``) written back; returns the function's output."""
-        return write_back(self.flat, collected, forward_unchanged(self, collected, emitted, values))
+        return finish(self.flat, self.leaves, collected, emitted, values)
 
     def run(self, leaves: list, select: Callable | None = None, target: Callable | None = None,
-            prefix: tuple = (), around: Any = None) -> tuple[Any, Collected, Flat]:
+            prefix: tuple = (), around: Any = None, given: dict | None = None) -> tuple[Any, Collected, Flat]:
         """Inside: rebuild inputs from ``leaves``, call the function, collect inputs and output.
 
         ``select`` maps the function's raw result to what is collected as the output;
         ``target`` replaces the function (a cond branch, a loop body), called with
         ``*prefix`` before the rebuilt arguments. ``around`` (vmap/scan transform_metadata)
         has ``before(roots)``, run on the fresh inputs before the function, and
-        ``after(roots, out)``, run before they are collected.
+        ``after(roots, out)``, run before they are collected. ``given`` holds the values of
+        the ``held`` arguments, by position or keyword name.
         """
-        gd = self.flat.graphdef
+        gd = self.graphdef
         roots, objs = enter(gd, leaves)
         if around is not None:
             around.before(roots)
         args, kwargs = self.split_roots(roots)
+        if given:
+            args, kwargs = list(args), dict(kwargs)
+            for key, value in given.items():
+                if type(key) is int:
+                    args[key] = value
+                else:
+                    kwargs[key] = value
         result = (target or self.fun)(*prefix, *args, **kwargs)
         out = select(result) if select is not None else result
         if around is not None:
@@ -273,11 +316,20 @@ class Call:
 
     # -- naming things in errors ------------------------------------------------------------
     def path_text(self, path: tuple) -> str:
-        return path_text(self.fun, self.n_args, bool(self.kwargs), path, self.names)
+        return path_text(self.fun, self.n_args, self.has_kwargs, path, self.names)
 
     def describe_leaf(self, k: int) -> str:
-        slot = self.flat.slots[k]
-        return describe(self.path_text(self.flat.graphdef.leaf_paths[k]), slot if slot is not None else self.leaves[k])
+        return describe(self.path_text(self.graphdef.leaf_paths[k]), self.value(k))
+
+
+def _graph_nodes_or_none(roots: tuple) -> bool:
+    for r in roots:
+        if r is not None and not isinstance(r, _GRAPH_TYPES):
+            return False
+    return True
+
+
+_GRAPH_TYPES = (_object.Object, Variable)
 
 
 def _spec_text(spec: Any) -> str:
@@ -289,7 +341,9 @@ class Facts:
 
     JAX hands the node back from its own caches (``jax.jit`` on a cache hit returns the
     facts of the trace that compiled the function), so the facts always belong to the
-    compiled function that ran, even when several are cached.
+    compiled function that ran, even when several are cached. The node itself is the
+    structure: a cached call gets the very object back, for one Python call (``jit``'s
+    fast path counts on that).
     """
 
     __slots__ = ("value",)
@@ -298,7 +352,7 @@ class Facts:
         self.value = value
 
 
-jax.tree_util.register_pytree_node(Facts, lambda f: ((), f.value), lambda value, _: Facts(value))
+jax.tree_util.register_pytree_node(Facts, lambda f: ((), f), lambda f, _: f)
 
 _TOP = _object.trace_state()
 
@@ -413,15 +467,22 @@ def mapped_size(call: Call, axes: list, size: int | None, transform: str, size_n
     return size, mapped
 
 
-def forward_unchanged(call: Call, collected: Collected, emitted: list[int], values: list) -> list:
-    """All leaves of the output GraphDef: unchanged inputs from the caller, the rest from ``values``."""
+def forward_unchanged(leaves: list, collected: Collected, emitted: list[int], values: list) -> list:
+    """All leaves of the output GraphDef: unchanged inputs from the caller's ``leaves``, the
+    ``emitted`` ones from ``values``."""
     full: list = [None] * collected.graphdef.num_leaves
     for k2, i in enumerate(collected.input_leaf):
         if i >= 0:
-            full[k2] = call.leaves[i]
+            full[k2] = leaves[i]
     for k2, v in zip(emitted, values):
         full[k2] = v
     return full
+
+
+def finish(flat: Flat, leaves: list, collected: Collected, emitted: list[int], values: list) -> Any:
+    """See :meth:`Call.finish`: for a caller that keeps a flattening (and its leaves) without a
+    :class:`Call`, as ``jit``'s per-structure fast path does."""
+    return write_back(flat, collected, forward_unchanged(leaves, collected, emitted, values))
 
 
 def write_back(flat: Flat, collected: Collected, leaves: list) -> Any:

@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec
 from ..errors import AxisError, TransformError
 from ..mode import check_graph_mode
 from .axes import StateAxes, resolve
-from .lift import Call, check_callable, forward_unchanged
+from .lift import Call, check_callable
 
 __all__ = ["shard_map"]
 
@@ -129,4 +129,4 @@ def _shard_map_call(f, args, kwargs, mesh, in_specs, out_specs, check_vma):
     col = static["col"]
     emitted = [k2 for g in static["groups"] for k2 in g]
     values = [v for g_values in results for v in g_values]
-    return call.write_back(col, forward_unchanged(call, col, emitted, values))
+    return call.finish(col, emitted, values)
