@@ -1,6 +1,6 @@
 """Mutable arrays (JAX refs): 0.10.7's ``mutable_array``/``mutable``/``freeze`` and 0.12's
-ref-backed Variables (``Variable(..., ref=True)``, ``with_vars(ref=...)``), through ``jit``;
-the other transforms refuse them by path."""
+ref-backed Variables (``Variable(..., ref=True)``, ``with_vars(ref=...)``): ``jit`` passes the
+refs to JAX, the other transforms carry their arrays and write back into them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pickle
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import plait as nnx
@@ -100,23 +101,40 @@ def test_a_ref_cannot_leave_jit():
         make(Box())
 
 
-@pytest.mark.parametrize("transform", ["grad", "vmap", "scan", "remat", "eval_shape"])
-def test_other_transforms_refuse_refs_by_path(transform):
-    model = _ref_model()
+TRANSFORM_CALLS = {
+    # name: f(model, x) -> result, each also writing the model's bias (+1) where the transform allows it
+    "grad": lambda m, x: nnx.grad(lambda m, x: _bump(m) + m(x).sum())(m, x),
+    "value_and_grad": lambda m, x: nnx.value_and_grad(lambda m, x: _bump(m) + m(x).sum())(m, x)[0],
+    "vmap": lambda m, x: nnx.vmap(lambda m, x: m(x), in_axes=(None, 0))(m, x),
+    "scan": lambda m, x: nnx.scan(lambda c, xi: ((c[0], c[1] + _bump(c[0]) + c[0](xi).sum()), c[1]),
+                                  in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))((m, 0.0), x)[1],
+    "remat": lambda m, x: nnx.remat(lambda m, x: _bump(m) + m(x).sum())(m, x),
+    "cond": lambda m, x: nnx.cond(True, lambda m, x: _bump(m) + m(x).sum(), lambda m, x: m(x).sum(), m, x),
+    "eval_shape": lambda m, x: nnx.eval_shape(lambda m, x: m(x), m, x).shape,
+    "jit(grad)": lambda m, x: nnx.jit(lambda m, x: nnx.grad(lambda m, x: _bump(m) + m(x).sum())(m, x))(m, x),
+}
+
+
+def _bump(m):
+    m.bias[...] += 1.0
+    return 0.0
+
+
+@pytest.mark.parametrize("transform", list(TRANSFORM_CALLS))
+def test_every_transform_carries_refs_and_writes_back_into_them(transform):
+    # A ref-backed model goes through each transform as its arrays; results and writes equal a
+    # plain model's, and the Variables stay backed by the same refs.
+    plain, model = nnx.Linear(2, 2, rngs=nnx.Rngs(0)), _ref_model()
+    refs = [model.kernel.raw_value, model.bias.raw_value]
     x = jnp.ones((3, 2))
-
-    def loss(m, x):
-        return m(x).sum()
-
-    calls = {
-        "grad": lambda: nnx.grad(loss)(model, x),
-        "vmap": lambda: nnx.vmap(loss, in_axes=(None, 0))(model, x),
-        "scan": lambda: nnx.scan(lambda m, c: (c, None), in_axes=(None, nnx.Carry))(model, 0.0),
-        "remat": lambda: nnx.remat(loss)(model, x),
-        "eval_shape": lambda: nnx.eval_shape(loss, model, x),
-    }
-    with pytest.raises(nnx.TransformError, match=rf"{transform}: `m\.(kernel|bias)` .* backed by a JAX ref"):
-        calls[transform]()
+    got, want = TRANSFORM_CALLS[transform](model, x), TRANSFORM_CALLS[transform](plain, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    assert [model.kernel.raw_value, model.bias.raw_value] == refs or all(
+        a is b for a, b in zip([model.kernel.raw_value, model.bias.raw_value], refs))
+    assert nnx.is_mutable_array(model.bias.raw_value) and model.bias.raw_value is refs[1]
+    np.testing.assert_allclose(model.bias[...], plain.bias.value)  # the same writes landed in the ref
+    np.testing.assert_allclose(model.kernel[...], plain.kernel.value)
 
 
 def test_with_vars_converts_both_ways_and_shares_the_rest():
@@ -156,6 +174,30 @@ def test_same_as_flax_ref_variable():
         assert model.bias[...].tolist() == [2.0, 2.0]
 
 
-def test_var_defaults_ref_true_is_refused_not_ignored():
-    with pytest.raises(nnx.VariableError, match=r"var_defaults\(ref=True\)"):
-        nnx.var_defaults(ref=True)
+def test_var_defaults_ref_true_makes_new_variables_ref_backed_and_restores():
+    with nnx.var_defaults(ref=True):
+        assert nnx.var_defaults().ref is True
+        layer = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        plain = nnx.Param(jnp.ones(2), ref=False)  # an explicit ref= wins
+    assert nnx.is_mutable_array(layer.kernel.raw_value) and nnx.is_mutable_array(layer.bias.raw_value)
+    assert not nnx.is_mutable_array(plain.raw_value)
+    assert nnx.var_defaults().ref is False and not nnx.is_mutable_array(nnx.Param(jnp.ones(2)).raw_value)
+
+    @nnx.var_defaults(ref=True)
+    def make():
+        return nnx.Param(jnp.zeros(2))
+
+    with pytest.raises(ZeroDivisionError):  # restored when the block raises
+        with nnx.var_defaults(ref=True):
+            1 / 0
+    assert nnx.is_mutable_array(make().raw_value) and nnx.var_defaults().ref is False
+    with pytest.raises(nnx.VariableError, match=r"var_defaults\(hijax=True\)"):
+        nnx.var_defaults(hijax=True)
+
+
+def test_var_defaults_ref_like_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+    for nnx_ in (nnx, fnnx):
+        with nnx_.var_defaults(ref=True):
+            v = nnx_.Param(jnp.ones(2))
+        assert nnx.is_mutable_array(v.get_raw_value()), nnx_

@@ -5,12 +5,14 @@ The reference can back a Variable by a JAX mutable array (``ref=True``) or a hij
 (``hijax=True``), and can make it immutable (``mutable=False``). A plait Variable is a plain
 mutable Python cell whose value plait's transforms carry in and out, or (``ref=True``) a
 cell backed by a JAX ref (see :mod:`plait.array_refs`). ``with_vars(ref=...)`` converts a
-model's Variables either way; the other modes (``hijax=True``, ``mutable=False``) and a
-default mode for new Variables (``var_defaults(ref=True)``) are refused with a
+model's Variables either way, and ``var_defaults(ref=True)`` makes new ones ref-backed for a
+block of code; the other modes (``hijax=True``, ``mutable=False``) are refused with a
 :class:`~plait.errors.VariableError` instead of being accepted and ignored.
 """
 
 from __future__ import annotations
+
+import functools
 
 import warnings
 from collections.abc import Callable
@@ -22,7 +24,7 @@ from .filters import Filter, to_predicate
 from .graph import find_duplicates
 from .graph_map import map as map_variables
 from .mode import NoOpContext
-from .variables import Variable
+from .variables import REF_DEFAULT, Variable
 from .views import _copy_sharing_variables
 
 __all__ = ["with_vars", "vars_as", "var_defaults", "VarDefaults"]
@@ -107,21 +109,44 @@ def vars_as(node: A, /, **kwargs: Any) -> A:
 
 
 class VarDefaults(NamedTuple):
-    """The defaults new Variables get: in plait always ``hijax=False, ref=False``."""
+    """The defaults new Variables get: ``hijax`` is always False; ``ref`` is what
+    ``var_defaults(ref=...)`` set (False outside it)."""
 
     hijax: bool
     ref: bool
 
 
 class _VarDefaultsContext(NoOpContext):
-    pass
+    """Sets the ``ref`` default of new Variables for a ``with`` block or a decorated function,
+    and restores the previous default after it (also when it raises)."""
+
+    def __init__(self, ref: bool | None) -> None:
+        self.ref = ref
+        self.saved: list[bool] = []
+
+    def __enter__(self) -> _VarDefaultsContext:
+        self.saved.append(REF_DEFAULT[0])
+        if self.ref is not None:
+            REF_DEFAULT[0] = self.ref
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        REF_DEFAULT[0] = self.saved.pop()
+
+    def __call__(self, f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return f(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
 
 
 def var_defaults(*, hijax: bool | None = None, ref: bool | None = None) -> Any:
     """The defaults for new Variables (no arguments), or a context/decorator setting them.
 
-    Only plait's one kind of Variable exists: ``hijax=False``/``ref=False`` are accepted
-    (a no-op), ``True`` is refused.
+    ``ref=True`` makes Variables created inside (given no ``ref=`` of their own) ref-backed,
+    as ``nnx.Param(x, ref=True)`` does; ``hijax=True`` is refused (plait has no hijax mode).
 
     Example:
         >>> import plait as nnx
@@ -130,8 +155,12 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None) -> Any:
         >>> with nnx.var_defaults(hijax=False):
         ...     nnx.Param(1.0).value
         1.0
+        >>> with nnx.var_defaults(ref=True):
+        ...     layer = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        >>> nnx.is_mutable_array(layer.kernel.raw_value), nnx.var_defaults().ref
+        (True, False)
     """
     if hijax is None and ref is None:
-        return VarDefaults(hijax=False, ref=False)
-    _refuse("nnx.var_defaults", hijax, ref)
-    return _VarDefaultsContext()
+        return VarDefaults(hijax=False, ref=REF_DEFAULT[0])
+    _refuse("nnx.var_defaults", hijax, ref, ref_ok=True)
+    return _VarDefaultsContext(ref)

@@ -102,6 +102,11 @@ def _refuse_modes(hijax: Any) -> None:
         )
 
 
+# Whether a new Variable given no ``ref=`` is backed by a JAX ref (``nnx.var_defaults(ref=True)``
+# sets it for a block of code; one cell, read when a Variable is made, never in a train step).
+REF_DEFAULT: list[bool] = [False]
+
+
 class Variable(Generic[A]):
     """A mutable cell holding one value and its metadata.
 
@@ -154,6 +159,8 @@ class Variable(Generic[A]):
             self._value = self.create_value(value)
         if metadata and metadata.get("out_sharding"):  # placed on the mesh as it is created
             self._value = eager_shard(self._value, metadata, eager_sharding)
+        if ref is None and REF_DEFAULT[0]:  # inside nnx.var_defaults(ref=True)
+            ref = True
         if ref is False and is_mutable_array(self._value):
             self._value = self._value[...]
         elif ref or is_mutable_array(self._value):  # ref-backed: reads and writes go to a JAX ref

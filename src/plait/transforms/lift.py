@@ -192,7 +192,7 @@ class Call:
             self.flat, self.leaves = flatten(self.roots, scalars=scalars)
         self.graphdef = self.flat.graphdef
         if not refs:
-            self.refuse_refs()
+            self.read_refs()
 
     def structure(self) -> Call:
         """This call without its values (no arrays, none of the caller's objects): what an
@@ -204,18 +204,16 @@ class Call:
         shape.args, shape.kwargs, shape.roots, shape.flat, shape.leaves = (), {}, (), None, None
         return shape
 
-    def refuse_refs(self) -> None:
-        """Only ``jit`` carries ref-backed Variables (JAX applies their writes in place); the
-        other transforms would differentiate, batch or loop over a ref, which JAX cannot do
-        or would do wrong, so they refuse it by path."""
+    def read_refs(self) -> None:
+        """A ref-backed Variable goes into a transform other than ``jit`` as the array its ref
+        holds now (JAX cannot differentiate, batch or loop over a ref); what the transform
+        writes to it goes back into the ref (see ``encoding._store``), which the Variable keeps."""
+        copied = False
         for k, leaf in enumerate(self.leaves):
             if isinstance(leaf, jax.Ref):
-                raise TransformError(
-                    f"{self.transform}: {self.describe_leaf(k)} is backed by a JAX ref (ref=True, nnx.mutable); "
-                    f"plait's {self.transform} carries plain Variables only (nnx.jit takes refs).\n"
-                    "Pass plain Variables: nnx.with_vars(model, ref=False) gives a copy without refs (nnx.freeze "
-                    "does the same for a State), or keep this Variable out of the transform's arguments."
-                )
+                if not copied:
+                    self.leaves, copied = list(self.leaves), True
+                self.leaves[k] = leaf[...]
 
     def is_state(self, k: int) -> bool:
         """Leaf ``k`` is held by a Variable or a module (so writes to it go back)."""
