@@ -13,7 +13,6 @@ block of code; the other modes (``hijax=True``, ``mutable=False``) are refused w
 from __future__ import annotations
 
 import functools
-
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
