@@ -941,3 +941,29 @@ def test_graphdef_apply_returns_output_and_new_state_without_touching_inputs():
     gd, st = nnx.split(Two())
     y, _ = gd.apply(st).layers[1](jnp.ones((1, 1)))
     assert y.shape == (1, 2)
+
+
+@pytest.mark.parametrize("depth", [3, 150, 400])
+def test_repeated_merge_of_deeply_nested_containers_keeps_building_them(depth):
+    # After a few merges of one structure plait builds it with generated code; a container
+    # nested deeper than Python can write as one expression stays on the interpreted plan.
+    from plait.encoding import COMPILE_AFTER
+
+    model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    deep = jnp.arange(2.0)
+    for _ in range(depth):
+        deep = (deep,)
+    model.deep = deep
+    gd, state = nnx.split(model)
+    for _ in range(COMPILE_AFTER + 2):
+        copy = nnx.merge(gd, state)
+    inner = copy.deep
+    for _ in range(depth):
+        assert type(inner) is tuple and len(inner) == 1
+        inner = inner[0]
+    assert_same_values(inner, np.arange(2.0))
+    assert copy.kernel is not model.kernel
+    if depth == 3:
+        assert gd._builder is not None  # generated
+    if depth == 400:
+        assert gd._builder is None  # too deep to generate: the plan builds it

@@ -66,9 +66,29 @@ def _expr(code: _Code, ref: Any, static_value: Callable[[Any], Any]) -> str:
     raise AssertionError(f"unknown ref {ref!r}")
 
 
-def compile_builder(graphdef: Any, plan: tuple, static_value: Callable[[Any], Any]) -> Callable:
+def _define(name: str, params: str, lines: list[str], env: dict, filename: str) -> Callable | None:
+    """The function ``name(params)`` with ``lines`` as its body, or None where Python cannot
+    compile it (a structure nested deeper than its parser allows): the caller keeps the plan."""
+    source = f"def {name}({params}):\n" + "".join(f"    {line}\n" for line in lines)
+    namespace = dict(env)
+    try:
+        exec(compile(source, filename, "exec"), namespace)  # noqa: S102
+    except (SyntaxError, RecursionError, MemoryError):
+        return None
+    return namespace[name]
+
+
+def compile_builder(graphdef: Any, plan: tuple, static_value: Callable[[Any], Any]) -> Callable | None:
     """``build(leaves, trace) -> (roots, objs)`` for ``graphdef``, following ``plan``
-    (``encoding._plan``'s Variables, objects and fills)."""
+    (``encoding._plan``'s Variables, objects and fills); None for containers nested too deep
+    to write as one expression (the plan stays in use)."""
+    try:
+        return _compile_builder(graphdef, plan, static_value)
+    except RecursionError:
+        return None
+
+
+def _compile_builder(graphdef: Any, plan: tuple, static_value: Callable[[Any], Any]) -> Callable | None:
     variables, objects, fills = plan
     code = _Code()
     out = code.lines
@@ -86,13 +106,10 @@ def compile_builder(graphdef: Any, plan: tuple, static_value: Callable[[Any], An
     roots = "".join(_expr(code, r, static_value) + ", " for r in graphdef.roots)
     objs = ", ".join(f"o{i}" for i in range(len(graphdef.nodes)))
     out.append(f"return ({roots}), [{objs}]")
-    source = "def build(L, T):\n" + "".join(f"    {line}\n" for line in out)
-    namespace = dict(code.env)
-    exec(compile(source, f"<plait build of {len(graphdef.nodes)} objects>", "exec"), namespace)  # noqa: S102
-    return namespace["build"]
+    return _define("build", "L, T", out, code.env, f"<plait build of {len(graphdef.nodes)} objects>")
 
 
-def compile_states(graphdef: Any, parts: list, state_cls: type, origin_cls: type) -> Callable:
+def compile_states(graphdef: Any, parts: list, state_cls: type, origin_cls: type) -> Callable | None:
     """``states(slots, leaves) -> [State, ...]`` for one ``split``/``state`` plan: each part
     ``(leaf indices, skeleton levels)`` becomes a State of Variable copies (or raw arrays), as
     ``graph._states`` builds them, written out as straight-line code."""
@@ -122,7 +139,4 @@ def compile_states(graphdef: Any, parts: list, state_cls: type, origin_cls: type
         out.append(f"origin.root = id({names[-1]})")
         results.append(names[-1])
     out.append(f"return [{', '.join(results)}]")
-    source = "def states(slots, leaves):\n" + "".join(f"    {line}\n" for line in out)
-    namespace = dict(code.env)
-    exec(compile(source, f"<plait states of {graphdef.num_leaves} leaves>", "exec"), namespace)  # noqa: S102
-    return namespace["states"]
+    return _define("states", "slots, leaves", out, code.env, f"<plait states of {graphdef.num_leaves} leaves>")

@@ -598,9 +598,10 @@ def _build_new(graphdef: GraphDef, leaves: list) -> tuple[tuple, list]:
     if builder is not None:
         return builder(leaves, trace_state())
     graphdef._builds += 1
-    if graphdef._builds >= COMPILE_AFTER:
+    if graphdef._builds == COMPILE_AFTER:
         graphdef._builder = compile_builder(graphdef, _plan(graphdef), _static_value)
-        return graphdef._builder(leaves, trace_state())
+        if graphdef._builder is not None:
+            return graphdef._builder(leaves, trace_state())
     variables, objects, fills = _plan(graphdef)
     objs: list = [None] * len(graphdef.nodes)
     trace = trace_state()

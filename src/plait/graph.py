@@ -78,7 +78,7 @@ def _states(flat: Flat, filters: tuple, strict: bool = False) -> list[State]:
     parts, unclaimed, uses, code = plan
     if strict and unclaimed:
         _unclaimed(gd, unclaimed, flat, leaves, filters)
-    if code is None and uses + 1 >= COMPILE_AFTER and structural:
+    if code is None and uses + 1 == COMPILE_AFTER and structural:
         code = plan[3] = compile_states(gd, parts, State, Origin)
     if code is not None:
         return code(flat.slots, leaves)
