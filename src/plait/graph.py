@@ -272,6 +272,14 @@ def merge(graphdef: GraphDef, state: Any = _MISSING, /, *states: Any) -> Any:
         >>> copy is model, bool((copy.kernel.value == model.kernel.value).all())
         (False, True)
     """
+    if not states and type(graphdef) is GraphDef and type(state) is State:  # one State split made: by position
+        o = state._origin
+        if o is not None and o.graphdef is graphdef and o.intact and o.root == id(state) \
+                and len(o.indices) == len(graphdef.leaf_nodes) and not _variable_root(graphdef):
+            build = graphdef._builder  # the generated code, once this structure was built often
+            if build is not None:
+                return build(_origin_values(o), trace_state())[0][0]
+            return decode(graphdef, _origin_values(o))[0][0]
     if isinstance(graphdef, GraphDefState):  # nnx.merge(*nnx.unpack(node, ...)): the GraphDef travels with them
         graphdef, state, states = _unpacked(graphdef, (state, *states) if state is not _MISSING else ())
     if not isinstance(graphdef, GraphDef):
