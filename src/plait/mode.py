@@ -84,9 +84,11 @@ class NoOpContext:
         return None
 
     def __call__(self, f: F) -> F:
+        """As a decorator: ``f`` runs inside the context (``with self:``)."""
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return f(*args, **kwargs)
+            with self:
+                return f(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 

@@ -12,7 +12,6 @@ block of code; the other modes (``hijax=True``, ``mutable=False``) are refused w
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
@@ -131,14 +130,6 @@ class _VarDefaultsContext(NoOpContext):
 
     def __exit__(self, *exc: Any) -> None:
         REF_DEFAULT[0] = self.saved.pop()
-
-    def __call__(self, f: F) -> F:
-        @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return f(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
 
 
 def var_defaults(*, hijax: bool | None = None, ref: bool | None = None) -> Any:
