@@ -51,7 +51,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
@@ -74,6 +73,7 @@ from .graph import (
     _variable_value,
     split,
 )
+from .mode import NoOpContext
 from .state import FlatState, GraphDefState
 from .variables import Variable
 
@@ -404,9 +404,9 @@ def merge_context(ctxtag: Hashable | None = None, inner: bool | None = None) -> 
         ctx.index_ref = {}
 
 
-class _UpdateContextManager:
-    """What :func:`update_context` returns: a context manager, and a decorator that runs the
-    function inside a fresh context of the tag."""
+class _UpdateContextManager(NoOpContext):
+    """What :func:`update_context` returns: a context manager, and (``NoOpContext``'s
+    decorator form) a decorator that runs the function inside a fresh context of the tag."""
 
     def __init__(self, tag: Hashable) -> None:
         self.tag = tag
@@ -423,14 +423,6 @@ class _UpdateContextManager:
         ctx.outer_index_outer_ref = ctx.outer_index_inner_ref = ctx.inner_ref_outer_index = None
         if not stack:
             del _STACKS.update[self.tag]
-
-    def __call__(self, f: F) -> F:
-        @functools.wraps(f)
-        def update_context_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return f(*args, **kwargs)
-
-        return update_context_wrapper  # type: ignore[return-value]
 
 
 def update_context(tag: Hashable) -> _UpdateContextManager:
