@@ -505,18 +505,21 @@ W3_REMEDIES = """\
 - `update`: a State that `split`/`state` made, and that was not edited since, remembers its
   leaves' positions (`state.py:Origin`), so `update` writes the values in one pass over the
   cached slots, with no path lookups.
-- `merge`: the leaves are taken by position the same way; what remains is building the graph
-  (`graph.py:_build_new`, following a plan cached per GraphDef): a new object per Variable and
-  per module, with its slots and attribute dict. The floor rows (figures below) create that
-  many Python objects in C with no logic at all, and that alone costs about 5x
-  `jax.tree.unflatten`: the goal leaves no room for the graph itself, for any library whose
-  `merge` builds Python objects. Getting closer to the floor would take creating the objects
-  outside Python's interpreter loop: straight-line code generated per GraphDef was up to 2x
-  faster at creating Variables in a micro-benchmark, but costs about 30 ms of compilation per
-  new structure (the list of layers), paid again by every one-off GraphDef. Flax NNX's `merge`
-  instead puts the State's own Variable objects into the new graph, which saves one object per
-  Variable but makes the merged graph and the State share Variables; plait's `merge` gives a
-  graph of its own.
+- `merge`: the leaves are taken by position the same way; what remains is building the graph.
+  The first builds of a GraphDef follow a plan cached with it (`encoding.py:_build_new`); from
+  the third on, straight-line code generated for that GraphDef (`build_code.py`) runs instead:
+  every object a local, no loops, branches or plan lookups. Per Variable that is
+  `object.__new__` and four slot stores; per module, `object.__new__` and its attribute dict
+  filled from one shared constant dict plus the references to other nodes. A module's two
+  bookkeeping slots (the trace it belongs to, whether a cached flattening saw it) are left
+  unset outside transforms: `Object.__setattr__` tracks attributes, so they can only be set
+  through the slot descriptors, which cost as much as creating the object; unset reads as
+  "made outside any transform, not seen" and is filled in at the first write
+  (`object.py:_settle`). What is left over the floor rows is materialising and filling each
+  module's attribute dict in Python, where `SimpleNamespace(**kw)` does it in C. Flax NNX's
+  `merge` instead puts the State's own Variable objects into the new graph, which saves one
+  object per Variable but makes the merged graph and the State share Variables; plait's
+  `merge` gives a graph of its own.
 """
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .object import Dict, List, Object
+from .object import TOP_TRACE, Dict, List, Object
 
 __all__ = ["compile_builder"]
 
@@ -30,7 +30,8 @@ class _Code:
 
     def __init__(self) -> None:
         self.env: dict[str, Any] = {"new": object.__new__, "List": List, "Dict": Dict,
-                                    "set_seen": _SET_SEEN, "set_trace": _SET_TRACE}
+                                    "set_seen": _SET_SEEN, "set_trace": _SET_TRACE,
+                                    "TOP": TOP_TRACE}
         self.lines: list[str] = []
         self._names: dict[int, str] = {}
 
@@ -96,7 +97,11 @@ def _compile_builder(graphdef: Any, plan: tuple, static_value: Callable[[Any], A
         out.append(f"o{i} = new({code.const(cls)}); o{i}._value = L[{k}]; o{i}._meta = {code.const(meta)}; "
                    f"o{i}._plait_seen = False; o{i}._trace = T")
     for i, cls in objects:
-        out.append(f"o{i} = new({code.const(cls)}); set_seen(o{i}, False); set_trace(o{i}, T)")
+        eager = "" if cls._plait_unset_slots else f"; set_seen(o{i}, False); set_trace(o{i}, T)"
+        out.append(f"o{i} = new({code.const(cls)}){eager}")
+    lazy = [i for i, cls in objects if cls._plait_unset_slots]
+    if lazy:  # outside every transform these bookkeeping slots stay unset (see object._settle)
+        out.append("if T != TOP: " + "; ".join(f"set_seen(o{i}, False); set_trace(o{i}, T)" for i in lazy))
     for i, attrs, node_refs, other_refs in fills:
         out.append(f"d = o{i}.__dict__; d.update({code.const(attrs)})")
         for name, j in node_refs:

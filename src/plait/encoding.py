@@ -36,7 +36,7 @@ import numpy as np
 from . import object as _object
 from .build_code import compile_builder
 from .errors import GraphError
-from .object import Dict, List, Object, trace_state
+from .object import TOP_TRACE, Dict, List, Object, trace_state
 from .variables import Variable
 
 __all__ = ["GraphDef", "Flat", "flatten", "flatten_cached", "unflatten", "write_leaves", "is_graph_node",
@@ -613,12 +613,13 @@ def _build_new(graphdef: GraphDef, leaves: list) -> tuple[tuple, list]:
         v._plait_seen = False
         v._trace = trace
         objs[i] = v
+    top = trace == TOP_TRACE  # outside every transform the bookkeeping slots may stay unset (object._settle)
     set_slot = object.__setattr__
     for i, cls in objects:
-        obj = new(cls)
-        set_slot(obj, "_plait_seen", False)
-        set_slot(obj, "_plait_trace", trace)
-        objs[i] = obj
+        objs[i] = obj = new(cls)
+        if not (top and cls._plait_unset_slots):
+            set_slot(obj, "_plait_seen", False)
+            set_slot(obj, "_plait_trace", trace)
     builder = _Builder(objs, leaves)
     for i, attrs, node_refs, other_refs in fills:
         d = objs[i].__dict__

@@ -30,7 +30,7 @@ from .encoding import unflatten as decode
 from .errors import FilterError, GraphError
 from .filters import Filter, _Predicate, filters_to_predicates
 from .mode import check_graph_mode
-from .object import Object, closed_over_error, trace_state
+from .object import Object, closed_over_error, object_trace, trace_state
 from .state import FlatState, GraphDefState, Key, Origin, PathParts, State, build, map_state, partition, skeleton
 from .variables import Variable, describe
 
@@ -407,7 +407,7 @@ _VALUE = operator.attrgetter("_value")
 
 
 def _check_trace(node: Any) -> None:
-    if isinstance(node, Object) and node._plait_trace != trace_state():
+    if isinstance(node, Object) and object_trace(node) != trace_state():
         raise closed_over_error(f"the state of a {type(node).__name__}", "cannot update", node)
 
 

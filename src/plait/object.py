@@ -51,6 +51,12 @@ def trace_state() -> Any:
     return _get_trace_state(convention="nnx")
 
 
+#: The token outside every transform. An Object that ``merge`` builds there is left with its
+#: bookkeeping slots unset (setting them costs as much as creating the object); unset reads
+#: as "made outside every transform, not part of a cached flattening" (see ``_settle``).
+TOP_TRACE = trace_state()
+
+
 def closed_over_error(what: str, action: str, node: Any = None) -> StateError:
     where = owner_path(node) if node is not None else None
     if where is not None:
@@ -180,7 +186,7 @@ def mark_of(obj: Object, name: str) -> bool | None:
 def data_leaves(value: Any, depth: int = 0) -> list:
     """The data inside ``value`` (arrays, Variables, Objects, registered data types), looking
     through lists, tuples, dicts and other pytrees but not into graph nodes."""
-    if hasattr(value, "_plait_seen") or isinstance(value, (np.ndarray, jax.Array)) or type(value) in DATA_TYPES:
+    if hasattr(value, "_plait_node") or isinstance(value, (np.ndarray, jax.Array)) or type(value) in DATA_TYPES:
         return [value]
     if depth > 16 or isinstance(value, (str, bytes)) or type(value) in _SCALARS or value is None:
         return []
@@ -199,10 +205,10 @@ def as_data(value: Any) -> Any:
     numbers held by a module as structure) makes them leaves: what ``nnx.data`` asks for."""
     if type(value) in _SCALARS:
         return jax.numpy.asarray(value)
-    if hasattr(value, "_plait_seen") or isinstance(value, (str, bytes, np.ndarray, jax.Array)) or value is None:
+    if hasattr(value, "_plait_node") or isinstance(value, (str, bytes, np.ndarray, jax.Array)) or value is None:
         return value
     return jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x) if type(x) in _SCALARS else x, value,
-                                  is_leaf=lambda x: hasattr(x, "_plait_seen"))
+                                  is_leaf=lambda x: hasattr(x, "_plait_node"))
 
 
 def _static_error(obj: Object, name: str, value: Any, found: list, explicit: bool) -> Exception:
@@ -338,7 +344,7 @@ _MUTABLE = (_abc.MutableMapping, _abc.MutableSequence, _abc.MutableSet)
 
 def _holds_data(value: Any, depth: int = 0) -> bool:
     """``value`` holds a graph node (Object or Variable) or an array, at any depth."""
-    if hasattr(value, "_plait_seen") or isinstance(value, (np.ndarray, jax.Array)):
+    if hasattr(value, "_plait_node") or isinstance(value, (np.ndarray, jax.Array)):
         return True
     if depth > 8 or isinstance(value, (str, bytes)):
         return False
@@ -364,7 +370,14 @@ class Object:
         0
     """
 
+    # _plait_trace: the JAX trace it was made in; _plait_seen: part of a cached flattening (so
+    # a structural change must drop the caches). Both may be unset: see _settle.
     __slots__ = ("_plait_seen", "_plait_trace", "__dict__", "__weakref__")
+    #: Marks plait's graph nodes (Objects and Variables) for duck-typed checks.
+    _plait_node = True
+    #: Whether ``merge`` may leave the bookkeeping slots unset (see _settle): not for a class
+    #: whose ``__getattr__``/``__getattribute__`` would answer for an unset slot.
+    _plait_unset_slots = True
     _plait_class_marks: dict = {}
     #: The order in which a graph walk visits the attributes: None for sorted by name (the
     #: reference's order), or a function of the object returning its attribute names.
@@ -389,15 +402,22 @@ class Object:
                 "and nnx.split/nnx.state to get a pytree of their state."
             )
         cls._plait_class_marks = _class_marks(cls)
+        cls._plait_unset_slots = not hasattr(cls, "__getattr__") and cls.__getattribute__ is object.__getattribute__
         _refuse_as_pytree(cls)
 
-    def _check_trace(self, name: str) -> None:
-        if self._plait_trace != trace_state():
+    def _check_trace(self, name: str) -> bool:
+        """Refuse a write from another trace than the object's; whether it is part of a
+        cached flattening."""
+        try:  # unset only in classes without __getattr__ (_plait_unset_slots)
+            trace, seen = self._plait_trace, self._plait_seen
+        except AttributeError:
+            trace, seen = _settle(self)
+        if trace != trace_state():
             raise closed_over_error(f"attribute {name!r} of a {type(self).__name__}", "cannot set", self)
+        return seen
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self._check_trace(name)
-        if self._plait_seen:
+        if self._check_trace(name):
             structure_changed()
         if (type(value) is _dataclasses.Field or MARKS_ATTR in self.__dict__
                 or name in type(self)._plait_class_marks):
@@ -405,8 +425,7 @@ class Object:
         object.__setattr__(self, name, track(value))
 
     def __delattr__(self, name: str) -> None:
-        self._check_trace(name)
-        if self._plait_seen:
+        if self._check_trace(name):
             structure_changed()
         object.__delattr__(self, name)
         marks = self.__dict__.get(MARKS_ATTR)
@@ -438,6 +457,31 @@ class Object:
         memo[id(self)] = new
         new.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return new
+
+
+_get_trace = Object.__dict__["_plait_trace"].__get__
+_get_seen = Object.__dict__["_plait_seen"].__get__
+
+
+def _settle(obj: Object) -> tuple:
+    """Set the bookkeeping slots ``merge`` left unset to what unset means (made outside
+    every transform, not seen by a cached flattening); returns ``(trace, seen)``."""
+    try:
+        trace = _get_trace(obj)
+    except AttributeError:
+        trace = TOP_TRACE
+        object.__setattr__(obj, "_plait_trace", trace)
+    try:
+        seen = _get_seen(obj)
+    except AttributeError:
+        seen = False
+        object.__setattr__(obj, "_plait_seen", seen)
+    return trace, seen
+
+
+def object_trace(obj: Object) -> Any:
+    """The trace token of the transform ``obj`` was made in (see :func:`trace_state`)."""
+    return _settle(obj)[0]
 
 
 def _blank(cls: type) -> Object:
@@ -493,7 +537,7 @@ def _portable(value: Any, name: Any, owner: Any) -> Any:
     if t in (dict, Dict):
         items = {k: _portable(v, name, owner) for k, v in value.items()}
         return value if all(items[k] is v for k, v in value.items()) else t(items)
-    if isinstance(value, type) or not callable(value) or hasattr(value, "_plait_seen"):
+    if isinstance(value, type) or not callable(value) or hasattr(value, "_plait_node"):
         return value  # data, classes, and plait objects (which pickle themselves)
     import pickle
     import types

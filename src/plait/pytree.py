@@ -216,7 +216,7 @@ def is_data(value: Any, /) -> bool:
         >>> nnx.is_data(jnp.ones(2)), nnx.is_data(nnx.Param(1)), nnx.is_data(3), nnx.is_data([jnp.ones(2)])
         (True, True, False, False)
     """
-    return hasattr(value, "_plait_seen") or isinstance(value, (np.ndarray, jax.Array)) or type(value) in DATA_TYPES
+    return hasattr(value, "_plait_node") or isinstance(value, (np.ndarray, jax.Array)) or type(value) in DATA_TYPES
 
 
 def has_data(value: Any, /) -> list:

@@ -126,6 +126,7 @@ class Variable(Generic[A]):
 
     # _trace: the JAX trace this Variable belongs to (None: a value in a State, not checked)
     __slots__ = ("_value", "_meta", "_plait_seen", "_trace")
+    _plait_node = True  # a plait graph node (see Object._plait_node)
     # False when a class changes what reading gives (see _read) / what creating stores
     _plait_plain_get = True
     _plait_plain_create = True
