@@ -242,6 +242,23 @@ def test_graph_functions_reject_non_nodes_with_graph_error():
                 fn(bad)
 
 
+def test_a_state_is_taken_as_a_node_the_way_the_reference_takes_it():
+    """Gradients come back as a State; filtering them with nnx.state, or splitting and merging
+    one, works as in Flax NNX."""
+    model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    model.count = nnx.BatchStat(jnp.zeros(()))
+    grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones(2))))(model)
+    params = nnx.state(grads, nnx.Param)
+    assert type(params) is nnx.State and set(params) == {"bias", "kernel"}
+    np.testing.assert_array_equal(params["bias"].value, jnp.ones(3))
+    assert params["kernel"] is not grads["kernel"]  # a copy, as for a module
+    assert set(grads) == {"bias", "kernel"}  # grad's default: Params only
+    gd, state = nnx.split(nnx.state(model))
+    again = nnx.merge(gd, state)
+    assert type(again) is nnx.State and set(again) == {"bias", "count", "kernel"}
+    np.testing.assert_array_equal(again["kernel"].value, model.kernel.value)
+
+
 # -- merge errors ---------------------------------------------------------------------------------
 
 

@@ -161,11 +161,13 @@ def _origin_leaves(graphdef: GraphDef, states: tuple) -> list | None:
 
 
 def _check_node(node: Any, what: str) -> None:
-    """Refuse what is neither a graph node nor a plain list, tuple or dict (of graph nodes)."""
-    if isinstance(node, (Object, Variable, *_CONTAINERS)):
+    """Refuse what is neither a graph node nor a plain list, tuple or dict (of graph nodes), nor
+    a State (a mapping of Variables, e.g. gradients: ``nnx.state(grads, nnx.Param)``)."""
+    if isinstance(node, (Object, Variable, State, *_CONTAINERS)):
         return
     raise GraphError(
-        f"{what} expects a module, Rngs, Variable, or a list, tuple or dict of them; got a {type(node).__name__}.\n"
+        f"{what} expects a module, Rngs, Variable, State, or a list, tuple or dict of them; got a "
+        f"{type(node).__name__}.\n"
         f"Pass the module itself, e.g. nnx.{what}(model)."
     )
 

@@ -481,7 +481,10 @@ def _settle(obj: Object) -> tuple:
 
 def object_trace(obj: Object) -> Any:
     """The trace token of the transform ``obj`` was made in (see :func:`trace_state`)."""
-    return _settle(obj)[0]
+    try:  # unset only in classes without __getattr__ (_plait_unset_slots)
+        return obj._plait_trace
+    except AttributeError:
+        return _settle(obj)[0]
 
 
 def _blank(cls: type) -> Object:
